@@ -1,0 +1,1 @@
+"""Jinja model-card templates, shipped as package data (`gradiend_hf.cards`)."""

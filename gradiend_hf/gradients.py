@@ -1,0 +1,456 @@
+"""The gradient engine: target slots for masked and causal LMs, parameter selection, and ∇+ ∇− ∇± in one forward.
+
+For a text with one target slot, ∇+ is the gradient of the LM loss of the factual target word w.r.t. the selected
+base parameters, ∇− the same for the counterfactual word, and ∇± = ∇+ − ∇−. A masked LM sees the text with the
+slot masked and is scored at the mask; a causal LM sees only the prefix before the slot and is scored at its last
+position (the next token). Per batch there is one forward pass; the LM head runs only at the scored positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch import nn
+
+from .errors import ParameterSelectionError, TargetTokenizationError
+
+SourceMode = Literal["factual", "counterfactual", "diff"]
+LMKind = Literal["masked", "causal"]
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
+
+
+class SlotExample(Protocol):
+    """What the engine needs of an example: a text split at its slot, and the two target words."""
+
+    prefix: str
+    suffix: str
+    factual: str
+    counterfactual: str
+
+
+# -- parameter selection --------------------------------------------------------------------------------------------
+def layer_index(name: str) -> int | None:
+    """The transformer-block index in a parameter name (`model.layers.3.mlp...` -> 3), or None outside blocks."""
+    match = _LAYER_INDEX.search(name)
+    return int(match.group(1)) if match else None
+
+
+def _embedding_names(model: nn.Module) -> set[str]:
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.Embedding):
+            names.update(f"{module_name}.{p}" if module_name else p for p, _ in module.named_parameters())
+    return names
+
+
+def _head_names(model: nn.Module) -> set[str]:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return set()
+    ids = {id(p) for p in head.parameters()}
+    return {name for name, p in model.named_parameters() if id(p) in ids}
+
+
+def select_parameters(
+    model: nn.Module,
+    patterns: Sequence[str] | str | None = None,
+    *,
+    layers: Sequence[int] | range | None = None,
+    include_embeddings: bool = False,
+) -> dict[str, nn.Parameter]:
+    """Pick base parameters by glob patterns and block indices, in the model's own order.
+
+    Args:
+        model: the base language model.
+        patterns: `fnmatch` globs over full parameter names, e.g. `"model.layers.*.mlp.down_proj.weight"`. Default:
+            every transformer-block parameter (names with a block index), never the LM head.
+        layers: keep only block parameters whose block index is in `layers`.
+        include_embeddings: with the default selection, also take the embedding tables.
+
+    Raises:
+        ParameterSelectionError: a pattern matches nothing, or nothing is left after filtering.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if patterns:
+        chosen = set()
+        for pattern in patterns:
+            hits = {n for n, _ in named if fnmatch.fnmatchcase(n, pattern)}
+            if not hits:
+                examples = ", ".join(n for n, _ in named[:4])
+                raise ParameterSelectionError(
+                    f"The pattern {pattern!r} matches no parameter of {type(model).__name__}. Parameter names look "
+                    f"like: {examples}, ... (use `*` for any part, e.g. 'model.layers.*.mlp.*')."
+                )
+            chosen |= hits
+    else:
+        head = _head_names(model)
+        embeddings = _embedding_names(model)
+        chosen = {n for n, _ in named if layer_index(n) is not None and n not in head}
+        if include_embeddings:
+            chosen |= embeddings
+    if layers is not None:
+        wanted = set(layers)
+        chosen = {n for n in chosen if layer_index(n) is None or layer_index(n) in wanted}
+    selected = {n: p for n, p in named if n in chosen}
+    if not selected:
+        raise ParameterSelectionError(
+            f"No parameter of {type(model).__name__} is selected (patterns={patterns!r}, layers={layers!r}). "
+            f"Widen the patterns or the layer range."
+        )
+    return selected
+
+
+def parse_layers(spec: str | None) -> list[int] | None:
+    """Parse `"0-5,8"` into `[0, 1, 2, 3, 4, 5, 8]` (for the command line)."""
+    if not spec:
+        return None
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if re.fullmatch(r"\d+-\d+", part):
+            lo, hi = (int(x) for x in part.split("-"))
+            out.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise ValueError(f"Layer spec {spec!r} is not like '0-5,8': bad part {part!r}.")
+    return out
+
+
+# -- tokenisation of slot examples -----------------------------------------------------------------------------------
+@dataclass
+class SlotBatch:
+    """A tokenised batch: inputs, the scored position per row, and the factual / counterfactual token ids."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    positions: torch.Tensor
+    factual_ids: torch.Tensor
+    counterfactual_ids: torch.Tensor
+
+    def to(self, device: torch.device | str) -> SlotBatch:
+        return SlotBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.positions,
+                                                  self.factual_ids, self.counterfactual_ids)))
+
+
+def _split_context(prefix: str) -> tuple[str, str]:
+    context = prefix.rstrip()
+    return context, prefix[len(context):]
+
+
+class SlotTokenizer:
+    """Turns slot examples into model inputs, tokenising target words the way the model sees them in context.
+
+    A target word is tokenised after its context, with the whitespace that precedes it in the text (so `" she"`
+    for BPE/SentencePiece models), and must be exactly one token.
+    """
+
+    def __init__(self, tokenizer, lm_kind: LMKind, *, max_length: int = 256):
+        self.tokenizer = tokenizer
+        self.lm_kind = lm_kind
+        self.max_length = max_length
+        if lm_kind == "masked" and tokenizer.mask_token_id is None:
+            raise TargetTokenizationError(
+                f"A masked LM needs a tokenizer with a mask token; {type(tokenizer).__name__} has none."
+            )
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.pad_id = int(pad)
+        self._target_cache: dict[tuple[str, str, str], int] = {}
+
+    def _ids(self, text: str, special: bool) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def target_id(self, prefix: str, word: str) -> int:
+        """The single token id of `word` at the end of `prefix`, as the model would see it in the text."""
+        context, space = _split_context(prefix)
+        tail_context = context[-40:]  # tokenisation of the word only depends on what is right before it
+        key = (tail_context, space, word)
+        if key in self._target_cache:
+            return self._target_cache[key]
+        if tail_context:
+            before = self._ids(tail_context, special=False)
+            full = self._ids(tail_context + space + word, special=False)
+            tokens = full[len(before):] if full[: len(before)] == before else None
+        else:
+            tokens = self._ids(space + word, special=False)
+        if tokens is None or len(tokens) != 1:
+            pieces = self.tokenizer.convert_ids_to_tokens(self._ids(space + word, special=False))
+            raise TargetTokenizationError(
+                f"The target word {word!r} after {tail_context[-20:]!r} is not exactly one token for this tokenizer "
+                f"(it is {pieces}). GRADIEND scores one token per slot: choose single-token target words, or drop "
+                f"such examples with `drop_multi_token_examples(...)`."
+            )
+        self._target_cache[key] = tokens[0]
+        return tokens[0]
+
+    def _causal_ids(self, prefix: str) -> list[int]:
+        context, _ = _split_context(prefix)
+        plain = self._ids(context, special=False) if context else []
+        with_special = self._ids(context, special=True)
+        # Keep special tokens the tokenizer puts before the text (BOS), drop any it appends after it (EOS).
+        ids = plain if plain else with_special
+        for start in range(len(with_special) - len(plain) + 1 if plain else 0):
+            if with_special[start: start + len(plain)] == plain:
+                ids = with_special[: start + len(plain)]
+                break
+        if not ids:
+            raise TargetTokenizationError(
+                "The slot is at the very start of the text and the tokenizer adds no BOS token, so a causal LM has "
+                "nothing to predict from. Give examples at least one word before the slot."
+            )
+        return ids[-self.max_length:]
+
+    def _masked_ids(self, prefix: str, suffix: str) -> tuple[list[int], int]:
+        mask = self.tokenizer.mask_token
+        ids = self._ids(prefix + mask + suffix, special=True)
+        hits = [i for i, t in enumerate(ids) if t == self.tokenizer.mask_token_id]
+        if len(hits) != 1:
+            raise TargetTokenizationError(
+                f"Expected exactly one mask token in the masked text, found {len(hits)}: "
+                f"{(prefix + mask + suffix)[:80]!r}. Texts must not contain the mask token themselves."
+            )
+        position = hits[0]
+        if len(ids) > self.max_length:
+            # Keep a window around the mask, with the special tokens at both ends.
+            half = (self.max_length - 2) // 2
+            start = max(1, min(position - half, len(ids) - 1 - (self.max_length - 2)))
+            window = ids[start: start + self.max_length - 2]
+            ids = [ids[0], *window, ids[-1]]
+            position = position - start + 1
+        return ids, position
+
+    def __call__(self, examples: Sequence[SlotExample]) -> SlotBatch:
+        rows, positions, factual, counterfactual = [], [], [], []
+        for example in examples:
+            if self.lm_kind == "causal":
+                ids = self._causal_ids(example.prefix)
+                position = len(ids) - 1
+            else:
+                ids, position = self._masked_ids(example.prefix, example.suffix)
+            rows.append(ids)
+            positions.append(position)
+            factual.append(self.target_id(example.prefix, example.factual))
+            counterfactual.append(self.target_id(example.prefix, example.counterfactual))
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ids in enumerate(rows):  # right padding: the scored position never moves
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention_mask[i, : len(ids)] = 1
+        return SlotBatch(input_ids, attention_mask, torch.tensor(positions), torch.tensor(factual),
+                         torch.tensor(counterfactual))
+
+
+def drop_multi_token_examples(examples: Sequence[SlotExample], slot_tokenizer: SlotTokenizer) -> tuple[list, int]:
+    """Keep the examples whose target words are single tokens; return them and how many were dropped."""
+    kept = []
+    for example in examples:
+        try:
+            slot_tokenizer.target_id(example.prefix, example.factual)
+            slot_tokenizer.target_id(example.prefix, example.counterfactual)
+        except TargetTokenizationError:
+            continue
+        kept.append(example)
+    return kept, len(examples) - len(kept)
+
+
+# -- the engine -----------------------------------------------------------------------------------------------------
+@dataclass
+class GradientPair:
+    """Per-parameter gradients of one batch: what the encoder reads (`source`) and what the decoder learns (`target`).
+
+    `target` is always ∇± = ∇+ − ∇−. With `source="diff"` both fields hold the same (never mutated) tensors.
+    """
+
+    source: dict[str, torch.Tensor]
+    target: dict[str, torch.Tensor]
+    factual_logprob: torch.Tensor
+    counterfactual_logprob: torch.Tensor
+
+
+@contextlib.contextmanager
+def _scored_positions_only(model: nn.Module, positions: torch.Tensor) -> Iterator[dict[str, bool]]:
+    """Run the LM head only on the hidden state of one position per row (a 262k-word head is expensive)."""
+    state = {"fired": False}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+    def gather(module, args, kwargs):
+        hidden = args[0]
+        if hidden.dim() != 3 or hidden.shape[0] != positions.shape[0]:
+            return None
+        state["fired"] = True
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return (hidden[rows, positions.to(hidden.device)].unsqueeze(1), *args[1:]), kwargs
+
+    handle = head.register_forward_pre_hook(gather, with_kwargs=True) if head is not None else None
+    try:
+        yield state
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+class GradientEngine:
+    """Computes ∇+ / ∇− / ∇± of selected base parameters for batches of slot examples.
+
+    Only the selected parameters require grad while the engine runs (backward stops at the lowest selected layer);
+    the model runs in eval mode (no dropout); both are restored afterwards.
+
+    Args:
+        model: a transformers masked or causal LM.
+        tokenizer: its tokenizer.
+        params: names of the parameters to differentiate (e.g. `gradiend.config.param_names`) or a mapping.
+        lm_kind: `"masked"` or `"causal"`; inferred from the model class when omitted.
+        max_length: longest input in tokens (causal prefixes keep their end; masked texts a window at the mask).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, params: Sequence[str] | Mapping[str, nn.Parameter], *,
+                 lm_kind: LMKind | None = None, max_length: int = 256):
+        self.model = model
+        available = dict(model.named_parameters())
+        names = list(params)
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise ParameterSelectionError(
+                f"The base model ({type(model).__name__}) has no parameter `{missing[0]}`"
+                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}. Use the base model the "
+                f"GRADIEND model was built for."
+            )
+        self.params = {n: available[n] for n in names}
+        if lm_kind is None:
+            names_ = [type(model).__name__, *(getattr(model.config, "architectures", None) or [])]
+            lm_kind = "masked" if any("MaskedLM" in n for n in names_) else "causal"
+        self.lm_kind: LMKind = lm_kind
+        self.slots = SlotTokenizer(tokenizer, lm_kind, max_length=max_length)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    @contextlib.contextmanager
+    def _prepared(self) -> Iterator[None]:
+        flags = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        selected = {id(p) for p in self.params.values()}
+        was_training = self.model.training
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in selected)
+        self.model.eval()
+        try:
+            yield
+        finally:
+            for n, p in self.model.named_parameters():
+                p.requires_grad_(flags.get(n, p.requires_grad))
+            self.model.train(was_training)
+
+    def _scored_logprobs(self, batch: SlotBatch, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if self.lm_kind == "causal":
+            kwargs["use_cache"] = False
+        with _scored_positions_only(self.model, batch.positions) as state:
+            if params is None:
+                logits = self.model(**kwargs).logits
+            else:
+                logits = torch.func.functional_call(self.model, dict(params), args=(), kwargs=kwargs, strict=False)
+                logits = logits.logits
+        if state["fired"]:
+            scored = logits[:, 0]
+        else:  # a model that bypasses its output-embedding module: fall back to gathering the full logits
+            scored = logits[torch.arange(logits.shape[0], device=logits.device), batch.positions.to(logits.device)]
+        return scored.float().log_softmax(-1)
+
+    def tokenize(self, examples: Sequence[SlotExample]) -> SlotBatch:
+        return self.slots(examples).to(self.device)
+
+    def gradients(self, examples: Sequence[SlotExample] | SlotBatch, *, source: SourceMode = "factual",
+                  autocast: contextlib.AbstractContextManager | None = None) -> GradientPair:
+        """∇ of the mean LM loss over the batch: `source` (∇+, ∇− or ∇±) and the target ∇±, from one forward pass.
+
+        Args:
+            examples: slot examples (usually all of one class) or an already tokenised batch.
+            source: `"factual"` (∇+), `"counterfactual"` (∇−) or `"diff"` (∇±).
+            autocast: optional context manager for mixed precision (e.g. `accelerator.autocast()`).
+        """
+        if source not in ("factual", "counterfactual", "diff"):
+            raise ValueError(f"`source` must be 'factual', 'counterfactual' or 'diff', got {source!r}.")
+        batch = examples if isinstance(examples, SlotBatch) else self.tokenize(examples)
+        names, tensors = list(self.params), list(self.params.values())
+        with self._prepared(), torch.enable_grad():
+            with autocast or contextlib.nullcontext():
+                logprobs = self._scored_logprobs(batch)
+            rows = torch.arange(logprobs.shape[0], device=logprobs.device)
+            lp_f = logprobs[rows, batch.factual_ids]
+            lp_c = logprobs[rows, batch.counterfactual_ids]
+            loss_f, loss_c = -lp_f.mean(), -lp_c.mean()
+            if source == "diff":
+                diff = torch.autograd.grad(loss_f - loss_c, tensors)
+                src = tgt = dict(zip(names, diff))
+            else:
+                g_f = torch.autograd.grad(loss_f, tensors, retain_graph=True)
+                g_c = torch.autograd.grad(loss_c, tensors)
+                tgt = {n: f - c for n, f, c in zip(names, g_f, g_c)}
+                src = dict(zip(names, g_f if source == "factual" else g_c))
+        return GradientPair(src, tgt, lp_f.detach(), lp_c.detach())
+
+    def per_example_losses(self, batch: SlotBatch, source: SourceMode,
+                           params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Loss per row whose gradient is the encoder's input: −log p(factual), −log p(counterfactual) or their
+        difference."""
+        logprobs = self._scored_logprobs(batch, params)
+        rows = torch.arange(logprobs.shape[0], device=logprobs.device)
+        lp_f = logprobs[rows, batch.factual_ids]
+        lp_c = logprobs[rows, batch.counterfactual_ids]
+        if source == "factual":
+            return -lp_f
+        if source == "counterfactual":
+            return -lp_c
+        return lp_c - lp_f
+
+    def directional_derivatives(self, examples: Sequence[SlotExample] | SlotBatch,
+                                directions: Sequence[Mapping[str, torch.Tensor]], *,
+                                source: SourceMode = "factual") -> torch.Tensor:
+        """<∇ loss_i, d_k> for every example i and direction k, without forming per-example gradients.
+
+        This is how a batch of texts is encoded at once: the encoder's pre-activation for example i is
+        <W_e, ∇_i> + b_e, a directional derivative, which one forward-mode (JVP) pass gives for the whole batch.
+
+        Returns:
+            A tensor of shape `(batch, len(directions))`.
+        """
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        batch = examples if isinstance(examples, SlotBatch) else self.tokenize(examples)
+        names = list(self.params)
+        primals = {n: self.params[n].detach() for n in names}
+        columns = []
+        with self._prepared(), torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            # Fused attention kernels have no forward-mode derivative; the math kernel computes the same function.
+            for direction in directions:
+                tangents = {n: direction[n].to(primals[n].dtype).to(primals[n].device) for n in names}
+                _, jvp_out = torch.func.jvp(
+                    lambda p: self.per_example_losses(batch, source, p), (primals,), (tangents,)
+                )
+                columns.append(jvp_out)
+        return torch.stack(columns, dim=1)
+
+
+__all__ = [
+    "GradientEngine",
+    "GradientPair",
+    "SlotBatch",
+    "SlotTokenizer",
+    "drop_multi_token_examples",
+    "layer_index",
+    "parse_layers",
+    "select_parameters",
+]

@@ -1,0 +1,580 @@
+"""GRADIEND encoder-decoder as a transformers `PreTrainedModel`: encode gradients to a feature, decode to updates."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_gradiend import GradiendConfig
+from .errors import GradiendLoadError, ParameterSelectionError
+from .gradients import GradientEngine, select_parameters
+
+CONFIG_NAME = "config.json"
+SAFETENSORS_SINGLE_FILE = "model.safetensors"
+SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
+MODEL_CARD_NAME = "README.md"
+
+GradientInput = Mapping[str, torch.Tensor] | Sequence[torch.Tensor]
+
+
+@dataclass
+class GradiendOutput(ModelOutput):
+    """Output of [`GradiendModel.forward`].
+
+    Args:
+        loss (`torch.Tensor`, *optional*): mean squared error between the decoded update and `target`, over all n
+            entries; returned when `target` is given.
+        encoded (`torch.Tensor`): feature values h, shape `(batch, latent_size)` (or `(latent_size,)` unbatched).
+        decoded (`tuple[torch.Tensor]`): decoded updates, one tensor per selected base parameter, in config order.
+    """
+
+    loss: torch.Tensor | None = None
+    encoded: torch.Tensor | None = None
+    decoded: tuple[torch.Tensor, ...] | None = None
+
+
+def _max_abs(encoder: nn.Module | None) -> float:
+    weights = encoder.weights if encoder is not None else []
+    return max((float(w.detach().abs().max()) for w in weights), default=1.0)
+
+
+def _activation(name: str):
+    if name == "tanh":
+        return torch.tanh
+    if name == "hardtanh":
+        return nn.functional.hardtanh
+    return lambda x: x
+
+
+class GradiendEncoder(nn.Module):
+    """h = act(sum_i <W_e[i], g[i]> + b_e); weight `weight_i` has shape `(latent, *shape of base parameter i)`.
+
+    One tensor per selected base parameter (never one n-long vector), so checkpoints shard for n up to 1e9.
+    """
+
+    def __init__(self, shapes: Sequence[Sequence[int]], latent_size: int):
+        super().__init__()
+        for i, shape in enumerate(shapes):
+            self.register_parameter(f"weight_{i}", nn.Parameter(torch.empty(latent_size, *shape)))
+        self.bias = nn.Parameter(torch.empty(latent_size))
+        self._count = len(shapes)
+
+    @property
+    def weights(self) -> list[nn.Parameter]:
+        return [getattr(self, f"weight_{i}") for i in range(self._count)]
+
+
+class GradiendDecoder(nn.Module):
+    """dec(h)[i] = h @ W_d[i] + b_d[i]; `weight_i` is `(latent, *shape)`, `bias_i` has the base parameter's shape."""
+
+    def __init__(self, shapes: Sequence[Sequence[int]], latent_size: int):
+        super().__init__()
+        for i, shape in enumerate(shapes):
+            self.register_parameter(f"weight_{i}", nn.Parameter(torch.empty(latent_size, *shape)))
+            self.register_parameter(f"bias_{i}", nn.Parameter(torch.empty(*shape)))
+        self._count = len(shapes)
+
+    @property
+    def weights(self) -> list[nn.Parameter]:
+        return [getattr(self, f"weight_{i}") for i in range(self._count)]
+
+    @property
+    def biases(self) -> list[nn.Parameter]:
+        return [getattr(self, f"bias_{i}") for i in range(self._count)]
+
+
+class GradiendPreTrainedModel(PreTrainedModel):
+    """Loading, saving, initialisation and Hub plumbing shared by GRADIEND models."""
+
+    config_class = GradiendConfig
+    base_model_prefix = "gradiend"
+    main_input_name = "gradients"
+    _no_split_modules = ["GradiendEncoder", "GradiendDecoder"]
+    _supports_param_buffer_assignment = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # The paper's initialisation: the encoder like torch.nn.Linear(n, latent) (uniform with bound 1/sqrt(n)),
+        # the decoder weight and bias uniform in [-m, m] with m = max |W_e|.
+        if isinstance(module, GradiendEncoder):
+            bound = 1.0 / math.sqrt(max(self.config.num_selected, 1))
+            for tensor in [*module.weights, module.bias]:
+                init.uniform_(tensor, -bound, bound)
+        elif isinstance(module, GradiendDecoder):
+            m = _max_abs(getattr(self, "encoder", None))
+            for tensor in [*module.weights, *module.biases]:
+                init.uniform_(tensor, -m, m)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Re-draw all weights with the paper's initialisation (from `seed`, if given), e.g. to train another seed."""
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        bound = 1.0 / math.sqrt(max(self.config.num_selected, 1))
+        for tensor in [*self.encoder.weights, self.encoder.bias]:
+            tensor.copy_(torch.empty(tensor.shape).uniform_(-bound, bound, generator=generator))
+        m = _max_abs(self.encoder)
+        for tensor in [*self.decoder.weights, *self.decoder.biases]:
+            tensor.copy_(torch.empty(tensor.shape).uniform_(-m, m, generator=generator))
+
+    # -- loading -----------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):
+        """Load a GRADIEND model from a local folder or a Hub repository (also offline, from the HF cache).
+
+        The files are checked before anything is loaded, so that a missing, truncated or mismatched checkpoint fails
+        with an error naming the file or parameter. Only safetensors and JSON are read; nothing is unpickled.
+        """
+        source = str(pretrained_model_name_or_path)
+        subfolder = kwargs.get("subfolder") or ""
+        if os.path.isdir(source):
+            folder = Path(source, subfolder)
+        else:
+            folder = _download_checkpoint(source, kwargs)
+        verify_checkpoint(folder)
+        kwargs["use_safetensors"] = True
+        kwargs.pop("subfolder", None)
+        for key in ("revision", "cache_dir", "force_download", "local_files_only", "token", "proxies"):
+            kwargs.pop(key, None)
+        model = super().from_pretrained(folder, *model_args, **kwargs)
+        model.config._name_or_path = source
+        model.name_or_path = source
+        return model
+
+    # -- saving ------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, model_card: bool = True, **kwargs):
+        """Save config and sharded safetensors like any transformers model, plus our model card.
+
+        A `README.md` already in `save_directory` is kept: a card the user edited is never overwritten.
+        """
+        super().save_pretrained(save_directory, *args, **kwargs)
+        card_path = Path(save_directory) / MODEL_CARD_NAME
+        if model_card and not card_path.exists() and not kwargs.get("push_to_hub", False):
+            self.model_card().save(card_path)
+
+    def model_card(self, repo_id: str | None = None, tags: list[str] | None = None):
+        """Our model card (`huggingface_hub.ModelCard`) rendered from `cards/gradiend_model.md`."""
+        from .hub import render_gradiend_card
+        from .zoo import EMBEDDED_MODELS, hub_id_for
+
+        base = self.config.base_model_name_or_path
+        embedded = EMBEDDED_MODELS.get(base or "")
+        return render_gradiend_card(
+            self.config,
+            repo_id=repo_id,
+            base_model_id=hub_id_for(base),
+            license=embedded.license if embedded else None,
+            license_note=embedded.license_note if embedded else None,
+            extra_tags=tags,
+        )
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: bool | str | None = None, revision: str | None = None, create_pr: bool = False,
+                    max_shard_size: int | str | None = "5GB", tags: list[str] | None = None, **kwargs) -> Any:
+        """Upload weights, config and our model card (not transformers' generic one) to the Hub.
+
+        A README on the Hub that gradiend_hf did not write is kept.
+        """
+        from .hub import push_folder_with_card
+
+        return push_folder_with_card(
+            save=lambda folder: self.save_pretrained(folder, max_shard_size=max_shard_size, model_card=False),
+            card=self.model_card(repo_id=repo_id, tags=tags),
+            repo_id=repo_id,
+            commit_message=commit_message or "Upload GRADIEND model",
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+class GradiendModel(GradiendPreTrainedModel):
+    """A GRADIEND feature neuron: an encoder reading a gradient and a decoder writing a weight update.
+
+    `encode` takes per-parameter gradients (a dict keyed by base parameter name, or tensors in config order, with an
+    optional leading batch dimension) and returns h; `decode` turns h into per-parameter updates.
+
+    Example:
+
+    ```python
+    >>> import gradiend_hf as gh
+    >>> model = gh.GradiendModel.for_base_model(base, params=["model.layers.*.mlp.down_proj.weight"])
+    >>> h = model.encode(gradients)          # gradients: {name: tensor}
+    >>> update = model.decode(1.0)           # {name: tensor}, ready to add to the base parameters
+    ```
+    """
+
+    def __init__(self, config: GradiendConfig):
+        super().__init__(config)
+        self.encoder = GradiendEncoder(config.param_shapes, config.latent_size)
+        self.decoder = GradiendDecoder(config.param_shapes, config.latent_size)
+        self._act = _activation(config.activation)
+        self.post_init()
+
+    # -- construction ------------------------------------------------------------------------------------------------
+    @classmethod
+    def for_base_model(
+        cls,
+        base_model: nn.Module,
+        *,
+        params: Sequence[str] | None = None,
+        layers: Sequence[int] | range | None = None,
+        include_embeddings: bool = False,
+        feature: Any = None,
+        source: str = "factual",
+        activation: str = "tanh",
+        latent_size: int = 1,
+        dtype: torch.dtype = torch.float32,
+        base_model_name_or_path: str | None = None,
+        base_model_revision: str | None = None,
+        seed: int | None = None,
+    ) -> GradiendModel:
+        """Build a freshly initialised GRADIEND model spanning parameters of `base_model`.
+
+        Args:
+            base_model: the transformers language model whose gradients the GRADIEND model will read.
+            params: glob patterns over parameter names (`"model.layers.*.mlp.*"`); default: every transformer-block
+                parameter (not the LM head; embeddings only with `include_embeddings`).
+            layers: keep only parameters of these block indices.
+            include_embeddings: also select the input embeddings.
+            feature: a `FeatureDataset` or its `spec()` dict (name, classes, targets); classes[0] encodes +1.
+            source: the gradient the encoder reads: `"factual"`, `"counterfactual"` or `"diff"`.
+            activation: `"tanh"` (paper), `"hardtanh"` or `"identity"`.
+            latent_size: number of feature neurons.
+            dtype: dtype of the GRADIEND weights.
+            base_model_name_or_path: provenance; defaults to `base_model.name_or_path`.
+            base_model_revision: provenance; the Hub revision of the base model.
+            seed: seed for the initialisation (otherwise torch's global generator is used).
+
+        Raises:
+            ParameterSelectionError: a pattern matches no parameter of the base model.
+        """
+        selected = select_parameters(base_model, params, layers=layers, include_embeddings=include_embeddings)
+        base_config = getattr(base_model, "config", None)
+        spec = feature.spec() if hasattr(feature, "spec") else (dict(feature) if feature else {})
+        classes = list(spec.get("classes", ["positive", "negative"]))
+        config = GradiendConfig(
+            base_model_name_or_path=base_model_name_or_path or getattr(base_model, "name_or_path", None) or None,
+            base_model_revision=base_model_revision,
+            base_model_type=getattr(base_config, "model_type", None),
+            lm_kind=infer_lm_kind(base_model),
+            param_names=list(selected),
+            param_shapes=[list(p.shape) for p in selected.values()],
+            feature_name=str(spec.get("name", "feature")),
+            feature_classes=classes,
+            positive_class=classes[0],
+            feature_targets={k: list(v) for k, v in spec.get("targets", {}).items()},
+            source=source,
+            activation=activation,
+            latent_size=latent_size,
+        )
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = cls(config)
+        else:
+            model = cls(config)
+        return model.to(dtype)
+
+    # -- the method --------------------------------------------------------------------------------------------------
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.config.param_names)
+
+    def _as_list(self, tensors: GradientInput, what: str) -> list[torch.Tensor]:
+        names = self.config.param_names
+        if isinstance(tensors, Mapping):
+            missing = [n for n in names if n not in tensors]
+            if missing:
+                raise ParameterSelectionError(
+                    f"{what} lacks {len(missing)} of the {len(names)} selected parameters, e.g. `{missing[0]}`; "
+                    f"pass a tensor for every name in `model.config.param_names`."
+                )
+            tensors = [tensors[n] for n in names]
+        tensors = list(tensors)
+        if len(tensors) != len(names):
+            raise ParameterSelectionError(
+                f"{what} has {len(tensors)} tensors but the model spans {len(names)} parameters."
+            )
+        return tensors
+
+    def _batched(self, tensors: list[torch.Tensor], what: str) -> tuple[list[torch.Tensor], bool]:
+        shapes = self.config.param_shapes
+        first = tensors[0]
+        batched = first.dim() == len(shapes[0]) + 1
+        flat = []
+        for name, shape, tensor in zip(self.config.param_names, shapes, tensors):
+            expected = tuple(shape)
+            found = tuple(tensor.shape[1:] if batched else tensor.shape)
+            if found != expected:
+                raise ParameterSelectionError(
+                    f"{what} for `{name}` has shape {tuple(tensor.shape)}; expected {expected}"
+                    f"{' with a leading batch dimension' if batched else ''}."
+                )
+            flat.append(tensor.reshape(tensor.shape[0] if batched else 1, -1))
+        return flat, batched
+
+    def encode_linear(self, gradients: GradientInput) -> torch.Tensor:
+        """The encoder before its activation: W_e^T g + b_e, shape `(batch, latent)` or `(latent,)`."""
+        flat, batched = self._batched(self._as_list(gradients, "gradients"), "gradient")
+        dtype = self.encoder.bias.dtype
+        z = self.encoder.bias.unsqueeze(0)
+        for weight, g in zip(self.encoder.weights, flat):
+            z = z + g.to(dtype) @ weight.reshape(weight.shape[0], -1).T
+        return z if batched else z[0]
+
+    def encode(self, gradients: GradientInput) -> torch.Tensor:
+        """Feature value h = act(W_e^T g + b_e), shape `(batch, latent)` or `(latent,)`."""
+        return self._act(self.encode_linear(gradients))
+
+    def activate(self, z: torch.Tensor) -> torch.Tensor:
+        """Apply the encoder activation to pre-activations (e.g. from directional derivatives)."""
+        return self._act(z)
+
+    def decode(self, h: float | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weight update h * W_d + b_d per selected base parameter, shape `(*param)` or `(batch, *param)`."""
+        dtype = self.decoder.biases[0].dtype
+        h = torch.as_tensor(h, dtype=dtype, device=self.decoder.biases[0].device)
+        latent = self.config.latent_size
+        if h.dim() == 0:
+            h = h.reshape(1)
+        batched = h.dim() == 2
+        if h.shape[-1] != latent:
+            raise ValueError(f"`h` must end in the latent size {latent}, got shape {tuple(h.shape)}.")
+        h2 = h if batched else h.unsqueeze(0)
+        out = {}
+        for name, weight, bias in zip(self.config.param_names, self.decoder.weights, self.decoder.biases):
+            update = (h2 @ weight.reshape(latent, -1)).reshape(h2.shape[0], *bias.shape) + bias
+            out[name] = update if batched else update[0]
+        return out
+
+    def forward(self, gradients: GradientInput, target: GradientInput | None = None) -> GradiendOutput:
+        """Encode `gradients`, decode the feature and, given `target` (the ∇± gradients), the MSE loss."""
+        h = self.encode(gradients)
+        decoded = self.decode(h)
+        loss = None
+        if target is not None:
+            targets = self._as_list(target, "target")
+            total = sum(
+                (dec.float() - tgt.to(dec.device).float()).pow(2).sum()
+                for dec, tgt in zip(decoded.values(), targets)
+            )
+            batch = h.shape[0] if h.dim() == 2 else 1
+            loss = total / (self.config.num_selected * batch)
+        return GradiendOutput(loss=loss, encoded=h, decoded=tuple(decoded.values()))
+
+    @torch.no_grad()
+    def encode_examples(self, engine: GradientEngine, examples: Sequence[Any], *, batch_size: int = 16,
+                        progress: bool = False) -> torch.Tensor:
+        """Encode texts: h for each slot example, computed batch-wise with forward-mode derivatives.
+
+        The encoder's pre-activation for one example is <W_e, ∇_i> + b_e, a directional derivative of that example's
+        loss, so a whole batch is encoded in one JVP pass instead of one backward pass per example.
+
+        Args:
+            engine: a `GradientEngine` over this model's base model and parameters.
+            examples: slot examples (`FeatureExample`s).
+            batch_size: examples per JVP pass.
+            progress: show a tqdm bar.
+
+        Returns:
+            A tensor of shape `(len(examples), latent_size)`.
+        """
+        from tqdm.auto import tqdm
+
+        if list(engine.params) != list(self.config.param_names):
+            raise ParameterSelectionError("The engine differentiates other parameters than this GRADIEND model "
+                                          "spans; build it with `GradientEngine(base, tok, model.config.param_names)`.")
+        directions = [
+            {name: weight[k] for name, weight in zip(self.config.param_names, self.encoder.weights)}
+            for k in range(self.config.latent_size)
+        ]
+        chunks = []
+        starts = range(0, len(examples), batch_size)
+        for start in tqdm(starts, desc="encoding", disable=not progress, leave=False):
+            z = engine.directional_derivatives(examples[start: start + batch_size], directions,
+                                               source=self.config.source)
+            chunks.append(self._act(z.to(self.encoder.bias.device) + self.encoder.bias.float()))
+        if not chunks:
+            return torch.empty(0, self.config.latent_size)
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def flip_sign(self) -> None:
+        """Negate the feature (h -> -h) without changing what any h decodes to; needs an odd activation."""
+        for weight in self.encoder.weights:
+            weight.neg_()
+        self.encoder.bias.neg_()
+        for weight in self.decoder.weights:
+            weight.neg_()
+
+    def check_base_model(self, base_model: nn.Module) -> dict[str, nn.Parameter]:
+        """Return the base parameters this model spans, or fail naming the first one missing or mis-shaped."""
+        available = dict(base_model.named_parameters())
+        found = {}
+        for name, shape in zip(self.config.param_names, self.config.param_shapes):
+            if name not in available:
+                raise ParameterSelectionError(
+                    f"The base model has no parameter `{name}`, which this GRADIEND model spans (base model "
+                    f"recorded: {self.config.base_model_name_or_path!r}). Load the base model it was trained on."
+                )
+            if list(available[name].shape) != list(shape):
+                raise ParameterSelectionError(
+                    f"Base parameter `{name}` has shape {list(available[name].shape)}, but this GRADIEND model "
+                    f"expects {shape}. Load the base model it was trained on "
+                    f"({self.config.base_model_name_or_path!r})."
+                )
+            found[name] = available[name]
+        return found
+
+
+def infer_lm_kind(base_model: nn.Module) -> str:
+    """`"masked"` for masked-LM heads (BERT-like), otherwise `"causal"`."""
+    names = [type(base_model).__name__, *(getattr(getattr(base_model, "config", None), "architectures", None) or [])]
+    return "masked" if any("MaskedLM" in n for n in names) else "causal"
+
+
+# -- checkpoint verification (before transformers reads anything) ------------------------------------------------------
+def _download_checkpoint(repo_id: str, kwargs: dict[str, Any]) -> Path:
+    """Fetch config and safetensors of a Hub repo (or find them in the HF cache when offline)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = snapshot_download(
+            repo_id,
+            revision=kwargs.get("revision"),
+            cache_dir=kwargs.get("cache_dir"),
+            token=kwargs.get("token"),
+            force_download=kwargs.get("force_download", False),
+            local_files_only=kwargs.get("local_files_only", False),
+            allow_patterns=[CONFIG_NAME, "*.safetensors", SAFETENSORS_INDEX_FILE],
+        )
+    except (HfHubHTTPError, LocalEntryNotFoundError, ValueError) as error:
+        raise GradiendLoadError(
+            f"Could not fetch a GRADIEND model from `{repo_id}`: it is neither a local folder nor a reachable Hub "
+            f"repository ({type(error).__name__}: {error}). Check the path or repo id, or log in for private repos."
+        ) from error
+    return Path(path, kwargs.get("subfolder") or "")
+
+
+def _read_safetensors_header(path: Path) -> dict[str, Any]:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise GradiendLoadError(f"`{path}` is truncated: it has {size} bytes, too few for a safetensors header.")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > min(size - 8, 100_000_000):
+            raise GradiendLoadError(
+                f"`{path}` is corrupt: its header claims {header_len} bytes but the file has {size}. Re-save or "
+                f"re-download the model."
+            )
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise GradiendLoadError(f"`{path}` is corrupt: its safetensors header is not valid JSON ({error}).")
+    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        raise GradiendLoadError(
+            f"`{path}` is truncated or corrupt: its header describes {8 + header_len + end} bytes but the file has "
+            f"{size}. Re-save or re-download the model."
+        )
+    return header
+
+
+def verify_checkpoint(folder: str | os.PathLike) -> GradiendConfig:
+    """Check that `folder` holds a complete GRADIEND checkpoint whose tensors match its config.
+
+    Raises:
+        GradiendLoadError: no config, not a GRADIEND config, a missing/truncated/corrupt shard, or a tensor whose
+            shape disagrees with the config (the error names the file and the base parameter).
+    """
+    folder = Path(folder)
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise GradiendLoadError(
+            f"`{folder}` holds no GRADIEND model: `{CONFIG_NAME}` is missing. Point to a folder written by "
+            f"`GradiendModel.save_pretrained` or a Hub repo pushed with `push_to_hub`."
+        )
+    try:
+        raw_config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise GradiendLoadError(f"`{config_path}` is not valid JSON ({error}).") from error
+    if raw_config.get("model_type") != GradiendConfig.model_type:
+        raise GradiendLoadError(
+            f"`{folder}` holds a `{raw_config.get('model_type')}` model, not a GRADIEND model "
+            f"(expected model_type 'gradiend' in {CONFIG_NAME})."
+        )
+    config = GradiendConfig.from_dict(raw_config)
+    index_path = folder / SAFETENSORS_INDEX_FILE
+    if index_path.is_file():
+        weight_map = json.loads(index_path.read_text()).get("weight_map", {})
+        files = sorted(set(weight_map.values()))
+    elif (folder / SAFETENSORS_SINGLE_FILE).is_file():
+        files = [SAFETENSORS_SINGLE_FILE]
+    else:
+        raise GradiendLoadError(
+            f"`{folder}` has a GRADIEND config but no weights: neither `{SAFETENSORS_SINGLE_FILE}` nor "
+            f"`{SAFETENSORS_INDEX_FILE}` exists (only safetensors are read, never pickled .bin files)."
+        )
+    expected = expected_tensor_shapes(config)
+    seen: set[str] = set()
+    for file_name in files:
+        shard = folder / file_name
+        if not shard.is_file():
+            raise GradiendLoadError(f"Shard `{file_name}` listed in `{index_path}` is missing from `{folder}`.")
+        for key, info in _read_safetensors_header(shard).items():
+            if key == "__metadata__":
+                continue
+            seen.add(key)
+            if key not in expected:
+                raise GradiendLoadError(
+                    f"`{shard}` holds tensor `{key}`, which a GRADIEND model with this config does not have."
+                )
+            param, shape = expected[key]
+            if list(info["shape"]) != shape:
+                raise GradiendLoadError(
+                    f"`{shard}`: tensor `{key}` (for base parameter `{param}`) has shape {info['shape']}, but "
+                    f"{CONFIG_NAME} says {shape}. The config and the weights do not belong together."
+                )
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise GradiendLoadError(
+            f"`{folder}` lacks {len(missing)} tensor(s) the config calls for, e.g. `{missing[0]}` "
+            f"(base parameter `{expected[missing[0]][0]}`). The checkpoint is incomplete."
+        )
+    return config
+
+
+def expected_tensor_shapes(config: GradiendConfig) -> dict[str, tuple[str, list[int]]]:
+    """State-dict key -> (base parameter it belongs to, shape) for a GRADIEND model with `config`."""
+    latent = config.latent_size
+    shapes: dict[str, tuple[str, list[int]]] = {"encoder.bias": ("(encoder bias)", [latent])}
+    for i, (name, shape) in enumerate(zip(config.param_names, config.param_shapes)):
+        shapes[f"encoder.weight_{i}"] = (name, [latent, *shape])
+        shapes[f"decoder.weight_{i}"] = (name, [latent, *shape])
+        shapes[f"decoder.bias_{i}"] = (name, list(shape))
+    return shapes
+
+
+__all__ = [
+    "GradiendDecoder",
+    "GradiendEncoder",
+    "GradiendModel",
+    "GradiendOutput",
+    "GradiendPreTrainedModel",
+    "verify_checkpoint",
+]

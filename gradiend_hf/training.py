@@ -1,0 +1,530 @@
+"""`TrainingArguments` and `GradiendTrainer`: fit a GRADIEND model to a base model's gradients, resumably.
+
+One step: pick a class (alternating), sample a batch of that class's training texts, take ∇source and ∇± of the mean
+LM loss (one forward pass), and minimise MSE(dec(enc(∇source)), ∇±) with AdamW. Every `eval_steps` the encoder
+reads the validation texts (all at once, by forward-mode derivatives) and the Pearson correlation of h with the
+class (+1/−1) decides which weights are kept. Batches depend only on (seed, step), so a resumed run sees the same
+data as an uninterrupted one; with `torchrun` each process takes a slice of the global batch and the base-model
+gradients are averaged across processes before the (replicated) GRADIEND update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .errors import TrainingError
+from .gradients import GradientEngine, drop_multi_token_examples
+from .modeling_gradiend import GradiendModel
+
+logger = logging.getLogger(__name__)
+
+LOG_NAME = "training_log.jsonl"
+CURVE_NAME = "training_curve.png"
+STATE_NAME = "trainer_state.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+LAST_CHECKPOINT = "checkpoint-last"
+BEST_CHECKPOINT = "checkpoint-best"
+
+
+@dataclass
+class TrainingArguments:
+    """Settings of a GRADIEND training run (defaults from the paper where it gives them).
+
+    Args:
+        output_dir: where the final model, the log, the curve and the checkpoints go (`None`: keep in memory only).
+        max_steps: GRADIEND optimisation steps per seed.
+        batch_size: texts per step (global, across processes), all of one class.
+        learning_rate: AdamW learning rate (paper: 1e-5).
+        weight_decay: AdamW weight decay (paper: 1e-2).
+        eval_steps: validate (Pearson r of h vs class) every this many steps, and after the last step.
+        eval_max_examples: validate on at most this many validation texts (balanced by class; `None`: all).
+        eval_batch_size: texts encoded at once during validation.
+        save_steps: write `checkpoint-last` every this many steps (default: `eval_steps`).
+        seed: first seed; seeds `seed, seed+1, ...` are trained when `num_seeds > 1` and the best is kept.
+        num_seeds: number of seeds (the paper selects the best of several).
+        early_stopping_patience: stop a seed after this many validations without a better |r| (`None`: never).
+        mixed_precision: `"no"`, `"bf16"` or `"fp16"` autocast for the base model's forward pass (GPUs).
+        max_length: longest input in tokens.
+        overwrite_output_dir: allow training into a non-empty `output_dir` (its files are replaced).
+        progress_bar: show a tqdm progress bar.
+    """
+
+    output_dir: str | None = None
+    max_steps: int = 300
+    batch_size: int = 8
+    learning_rate: float = 1e-5
+    weight_decay: float = 1e-2
+    eval_steps: int = 25
+    eval_max_examples: int | None = 256
+    eval_batch_size: int = 16
+    save_steps: int | None = None
+    seed: int = 0
+    num_seeds: int = 1
+    early_stopping_patience: int | None = None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    max_length: int = 256
+    overwrite_output_dir: bool = False
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        positive = ["max_steps", "batch_size", "eval_steps", "eval_batch_size", "num_seeds", "max_length"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise TrainingError(f"`{name}` must be a positive integer, got {value!r}.")
+        if self.save_steps is None:
+            self.save_steps = self.eval_steps
+        if self.learning_rate <= 0:
+            raise TrainingError(f"`learning_rate` must be positive, got {self.learning_rate}.")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise TrainingError(f"`mixed_precision` must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}.")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.num_seeds)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SeedResult:
+    """How one seed went: its best validation correlation and when it was reached."""
+
+    seed: int
+    best_step: int
+    best_correlation: float
+    steps_done: int
+
+
+@dataclass
+class TrainingResult:
+    """What `GradiendTrainer.train` returns; the model itself holds the selected weights."""
+
+    best_seed: int
+    best_step: int
+    best_correlation: float
+    seeds: list[SeedResult] = field(default_factory=list)
+    seconds: float = 0.0
+    output_dir: str | None = None
+    interrupted: bool = False
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson correlation of two 1-d tensors (0.0 when either is constant)."""
+    x, y = x.double().flatten(), y.double().flatten()
+    x, y = x - x.mean(), y - y.mean()
+    denominator = x.norm() * y.norm()
+    return float((x @ y) / denominator) if denominator > 0 else 0.0
+
+
+class _StopRequest:
+    """First Ctrl-C asks the loop to stop after the current step (and checkpoint); a second one interrupts."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            self.requested = True
+            signal.signal(signal.SIGINT, previous)
+            tqdm.write("Interrupt: finishing this step and writing a resumable checkpoint (Ctrl-C again to abort).")
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class GradiendTrainer:
+    """Trains a [`GradiendModel`] on the gradients of its base model for a feature dataset.
+
+    Args:
+        model: the GRADIEND model (its config names the base parameters and the source mode).
+        base_model: the base language model (a transformers masked or causal LM).
+        tokenizer: the base model's tokenizer.
+        feature: a `FeatureDataset` (train and validation splits; `classes[0]` encodes +1).
+        args: `TrainingArguments`.
+
+    Example:
+
+    ```python
+    >>> trainer = GradiendTrainer(model, base, tokenizer, gh.features.gender(), TrainingArguments(max_steps=100))
+    >>> result = trainer.train()
+    >>> result.best_correlation
+    0.99
+    ```
+    """
+
+    def __init__(self, model: GradiendModel, base_model, tokenizer, feature, args: TrainingArguments | None = None):
+        from accelerate import Accelerator
+
+        self.args = args or TrainingArguments()
+        self.model = model
+        self.base_model = base_model
+        self.feature = feature
+        self.accelerator = Accelerator(mixed_precision=self.args.mixed_precision)
+        self.device = self.accelerator.device
+        model.check_base_model(base_model)
+        self.base_model.to(self.device)
+        self.model.to(self.device)
+        self.engine = GradientEngine(base_model, tokenizer, model.config.param_names, lm_kind=model.config.lm_kind,
+                                     max_length=self.args.max_length)
+        classes = list(feature.classes)
+        if set(classes) != set(model.config.feature_classes):
+            raise TrainingError(
+                f"The feature's classes {classes} differ from the model's {model.config.feature_classes}; build the "
+                f"GRADIEND model with `for_base_model(..., feature=feature)`."
+            )
+        self.classes = [model.config.positive_class, model.config.negative_class]
+        self.train_pools = self._usable_pools(feature.train, "train")
+        validation = self._usable(feature.validation, "validation")
+        self.validation = self._balanced_subset(validation, self.args.eval_max_examples)
+        if not self.validation:
+            raise TrainingError("The feature has no usable validation examples; the trainer needs some to select "
+                                "the best checkpoint.")
+        world = self.accelerator.num_processes
+        if self.args.batch_size % world:
+            raise TrainingError(
+                f"`batch_size` ({self.args.batch_size}) must be divisible by the number of processes ({world})."
+            )
+        self.output_dir = Path(self.args.output_dir) if self.args.output_dir else None
+
+    # -- data ----------------------------------------------------------------------------------------------------------
+    def _usable(self, examples: Sequence, split: str) -> list:
+        kept, dropped = drop_multi_token_examples(list(examples), self.engine.slots)
+        if dropped:
+            logger.warning("Dropped %d of %d %s examples whose target words are not single tokens.", dropped,
+                           len(examples), split)
+        return kept
+
+    def _usable_pools(self, examples: Sequence, split: str) -> dict[str, list]:
+        kept = self._usable(examples, split)
+        pools = {c: [e for e in kept if e.label == c] for c in self.classes}
+        for cls, pool in pools.items():
+            if not pool:
+                raise TrainingError(f"The {split} split has no usable examples of class {cls!r}.")
+        return pools
+
+    def _balanced_subset(self, examples: list, limit: int | None) -> list:
+        if limit is None or len(examples) <= limit:
+            return examples
+        per_class = limit // 2
+        generator = torch.Generator().manual_seed(12345)
+        chosen = []
+        for cls in self.classes:
+            pool = [e for e in examples if e.label == cls]
+            order = torch.randperm(len(pool), generator=generator)[:per_class].tolist()
+            chosen.extend(pool[i] for i in sorted(order))
+        return chosen
+
+    def batch_for_step(self, seed: int, step: int) -> tuple[str, list]:
+        """The class and the global batch of step `step` (1-based) for `seed`; a pure function of both."""
+        cls = self.classes[(step - 1) % 2]
+        pool = self.train_pools[cls]
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        size = self.args.batch_size
+        if len(pool) >= size:
+            indices = torch.randperm(len(pool), generator=generator)[:size].tolist()
+        else:
+            indices = torch.randint(len(pool), (size,), generator=generator).tolist()
+        return cls, [pool[i] for i in indices]
+
+    def _local_slice(self, batch: list) -> list:
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        per = len(batch) // world
+        return batch[rank * per: (rank + 1) * per]
+
+    # -- gradients and one step ----------------------------------------------------------------------------------------
+    def _mean_across_processes(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.accelerator.num_processes == 1:
+            return tensors
+        flat = torch.cat([t.reshape(-1).float() for t in tensors.values()])
+        torch.distributed.all_reduce(flat)
+        flat /= self.accelerator.num_processes
+        out, offset = {}, 0
+        for name, tensor in tensors.items():
+            out[name] = flat[offset: offset + tensor.numel()].view_as(tensor)
+            offset += tensor.numel()
+        return out
+
+    def training_step(self, optimizer: torch.optim.Optimizer, examples: list) -> float:
+        """One GRADIEND update from a batch of texts of one class; returns the reconstruction loss."""
+        pair = self.engine.gradients(examples, source=self.model.config.source, autocast=self.accelerator.autocast())
+        source = self._mean_across_processes(pair.source)
+        target = source if pair.target is pair.source else self._mean_across_processes(pair.target)
+        self.model.train()
+        output = self.model(source, target)
+        output.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(output.loss.detach())
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, dict[str, float]]:
+        """Pearson r of the encoded validation texts with their class (+1 / −1), and the mean h per class."""
+        h = self.model.encode_examples(self.engine, self.validation, batch_size=self.args.eval_batch_size)[:, 0]
+        labels = torch.tensor([1.0 if e.label == self.classes[0] else -1.0 for e in self.validation])
+        means = {c: float(h[labels == (1.0 if c == self.classes[0] else -1.0)].mean()) for c in self.classes}
+        return pearson(h.cpu(), labels), means
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.AdamW:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.args.learning_rate,
+                                 weight_decay=self.args.weight_decay)
+
+    def _save_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _save_weights(self.model, tmp)
+        tensors, groups = _optimizer_to_tensors(optimizer, self.model)
+        save_file(tensors, str(tmp / OPTIMIZER_NAME))
+        (tmp / STATE_NAME).write_text(json.dumps({**state, "param_groups": groups}, indent=2))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)  # a checkpoint is either complete or absent, never half written
+
+    def _load_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        state = json.loads((folder / STATE_NAME).read_text())
+        if state.get("param_names") != list(self.model.config.param_names):
+            raise TrainingError(f"The checkpoint in {folder} was written for other base parameters; it cannot be "
+                                f"resumed with this model.")
+        _load_weights(self.model, folder)
+        _optimizer_from_tensors(optimizer, self.model, load_file(str(folder / OPTIMIZER_NAME)), state["param_groups"])
+        return state
+
+    def _prepare_output_dir(self, resume: bool) -> None:
+        if self.output_dir is None or not self.accelerator.is_main_process:
+            return
+        if self.output_dir.exists() and any(self.output_dir.iterdir()) and not resume:
+            if not self.args.overwrite_output_dir:
+                raise TrainingError(
+                    f"The output folder {self.output_dir} is not empty. Resume the run in it with "
+                    f"`resume_from_checkpoint=True` (CLI: --resume), choose another folder, or allow replacing it "
+                    f"with `overwrite_output_dir=True` (CLI: --overwrite)."
+                )
+            for child in self.output_dir.iterdir():
+                if child.name.startswith("seed-") or child.name in (LOG_NAME, CURVE_NAME):
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.output_dir is not None and self.accelerator.is_main_process:
+            with open(self.output_dir / LOG_NAME, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    # -- the loop ------------------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: bool = False) -> TrainingResult:
+        """Train every seed, keep the best validation checkpoint of the best seed, normalise its sign, save it.
+
+        Args:
+            resume_from_checkpoint: continue an interrupted run from `output_dir` (its last checkpoint).
+
+        Returns:
+            A `TrainingResult`; `self.model` holds the selected weights (classes[0] encodes positive h).
+        """
+        if resume_from_checkpoint and self.output_dir is None:
+            raise TrainingError("`resume_from_checkpoint` needs `output_dir` (where the checkpoints are).")
+        self._prepare_output_dir(resume_from_checkpoint)
+        started = time.time()
+        results: list[SeedResult] = []
+        best_states: dict[int, dict[str, torch.Tensor]] = {}
+        stop = _StopRequest()
+        with stop.installed():
+            for seed in self.args.seeds:
+                seed_result, best_state, interrupted = self._train_seed(seed, resume_from_checkpoint, stop)
+                results.append(seed_result)
+                best_states[seed] = best_state
+                if interrupted:
+                    return TrainingResult(seed_result.seed, seed_result.best_step, seed_result.best_correlation,
+                                          results, time.time() - started, self.args.output_dir, interrupted=True)
+        best = max(results, key=lambda r: abs(r.best_correlation))
+        self.model.load_state_dict(best_states[best.seed])
+        if best.best_correlation < 0:  # sign normalisation: the positive class encodes +1
+            self.model.flip_sign()
+        result = TrainingResult(best.seed, best.best_step, abs(best.best_correlation), results,
+                                time.time() - started, self.args.output_dir)
+        self._record_provenance(result)
+        if self.output_dir is not None and self.accelerator.is_main_process:
+            self.model.save_pretrained(self.output_dir)
+            self._plot()
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def _train_seed(self, seed: int, resume: bool, stop: _StopRequest):
+        args = self.args
+        seed_dir = self.output_dir / f"seed-{seed}" if self.output_dir is not None else None
+        self.model.reset_parameters(seed)
+        optimizer = self._optimizer()
+        step, best_r, best_step, patience = 0, 0.0, 0, 0
+        best_state = _clone_state(self.model)
+        if resume and seed_dir is not None and (seed_dir / LAST_CHECKPOINT).is_dir():
+            state = self._load_checkpoint(seed_dir / LAST_CHECKPOINT, optimizer)
+            step, best_r, best_step, patience = state["step"], state["best_r"], state["best_step"], state["patience"]
+            best_state = _clone_state(_load_weights(_like(self.model), seed_dir / BEST_CHECKPOINT)) \
+                if (seed_dir / BEST_CHECKPOINT).is_dir() else best_state
+            if state.get("finished"):
+                return SeedResult(seed, best_step, best_r, step), best_state, False
+        bar = tqdm(total=args.max_steps, initial=step, desc=f"GRADIEND seed {seed}", dynamic_ncols=True,
+                   disable=not args.progress_bar or not self.accelerator.is_main_process)
+        interrupted = False
+        while step < args.max_steps:
+            step += 1
+            tick = time.time()
+            cls, batch = self.batch_for_step(seed, step)
+            loss = self.training_step(optimizer, self._local_slice(batch))
+            record: dict[str, Any] = {"seed": seed, "step": step, "class": cls, "loss": loss,
+                                      "seconds": round(time.time() - tick, 3)}
+            if step % args.eval_steps == 0 or step == args.max_steps:
+                r, means = self.validate()
+                record.update({"validation_pearson_r": r, "validation_mean_h": means})
+                if abs(r) > abs(best_r) or best_step == 0:
+                    best_r, best_step, patience = r, step, 0
+                    best_state = _clone_state(self.model)
+                    if seed_dir is not None and self.accelerator.is_main_process:
+                        _save_weights(self.model, seed_dir / BEST_CHECKPOINT)
+                else:
+                    patience += 1
+                bar.set_postfix(loss=f"{loss:.3g}", r=f"{r:+.3f}", best=f"{best_r:+.3f}")
+            else:
+                bar.set_postfix(loss=f"{loss:.3g}", best=f"{best_r:+.3f}")
+            self._log(record)
+            bar.update(1)
+            done = step >= args.max_steps or (
+                args.early_stopping_patience is not None and patience >= args.early_stopping_patience
+            )
+            if seed_dir is not None and (done or step % args.save_steps == 0 or stop.requested):
+                self._save_checkpoint(seed_dir / LAST_CHECKPOINT, optimizer, {
+                    "seed": seed, "step": step, "best_r": best_r, "best_step": best_step, "patience": patience,
+                    "finished": done, "param_names": list(self.model.config.param_names),
+                    "args": self.args.to_dict(),
+                })
+            if stop.requested and not done:
+                interrupted = True
+                tqdm.write(f"Stopped at step {step}; resume with `resume_from_checkpoint=True` (CLI: --resume).")
+                break
+            if done:
+                break
+        bar.close()
+        return SeedResult(seed, best_step, best_r, step), best_state, interrupted
+
+    def _record_provenance(self, result: TrainingResult) -> None:
+        import transformers
+
+        from . import __version__
+
+        self.model.config.training = {
+            "feature": self.feature.name,
+            "train_examples": sum(len(p) for p in self.train_pools.values()),
+            "validation_examples": len(self.validation),
+            "max_steps": self.args.max_steps,
+            "batch_size": self.args.batch_size,
+            "learning_rate": self.args.learning_rate,
+            "weight_decay": self.args.weight_decay,
+            "seeds": self.args.seeds,
+            "best_seed": result.best_seed,
+            "best_step": result.best_step,
+            "validation_pearson_r": round(result.best_correlation, 4),
+            "train_seconds": round(result.seconds, 1),
+            "processes": self.accelerator.num_processes,
+            "gradiend_hf": __version__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        }
+
+    def _plot(self) -> None:
+        from .evaluation.plots import plot_training_curve
+
+        plot_training_curve(self.output_dir / LOG_NAME, self.output_dir / CURVE_NAME)
+
+
+# -- state helpers (safetensors + JSON only; nothing is pickled) -----------------------------------------------------
+def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _like(model: GradiendModel) -> GradiendModel:
+    return GradiendModel(model.config)
+
+
+def _save_weights(model: torch.nn.Module, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "model.safetensors.tmp"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.rename(folder / "model.safetensors")
+
+
+def _load_weights(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
+        else ["model.safetensors"]
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        state.update(load_file(str(folder / name)))
+    model.load_state_dict(state)
+    return model
+
+
+def _optimizer_to_tensors(optimizer: torch.optim.Optimizer, model: torch.nn.Module):
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors: dict[str, torch.Tensor] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                tensors[f"{names[id(p)]}::{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    for group in groups:
+        group["betas"] = list(group["betas"])
+    return tensors, groups
+
+
+def _optimizer_from_tensors(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                            tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:
+    params = dict(model.named_parameters())
+    ids = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, field_name = key.rsplit("::", 1)
+        state.setdefault(ids[id(params[name])], {})[field_name] = value
+    saved_groups = []
+    for group, saved in zip(optimizer.param_groups, groups):
+        saved = dict(saved)
+        saved["betas"] = tuple(saved["betas"])
+        saved["params"] = [ids[id(p)] for p in group["params"]]
+        saved_groups.append(saved)
+    optimizer.load_state_dict({"state": state, "param_groups": saved_groups})
+
+
+def train_gradiend(base_model, tokenizer, feature, *, params: Sequence[str] | None = None,
+                   args: TrainingArguments | None = None, **model_kwargs) -> tuple[GradiendModel, TrainingResult]:
+    """One call from a base model and a feature to a trained GRADIEND model (the steps are public too)."""
+    model = GradiendModel.for_base_model(base_model, params=params, feature=feature, **model_kwargs)
+    result = GradiendTrainer(model, base_model, tokenizer, feature, args).train()
+    return model, result
+
+
+__all__ = ["GradiendTrainer", "SeedResult", "TrainingArguments", "TrainingResult", "pearson", "train_gradiend"]
+
