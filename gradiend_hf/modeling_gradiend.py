@@ -401,15 +401,15 @@ class GradiendModel(GradiendPreTrainedModel):
             {name: weight[k] for name, weight in zip(self.config.param_names, self.encoder.weights)}
             for k in range(self.config.latent_size)
         ]
-        chunks = []
+        # Similar lengths in one batch waste less compute on padding; the result keeps the input order.
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i].text))
+        out = torch.empty(len(examples), self.config.latent_size)
         starts = range(0, len(examples), batch_size)
         for start in tqdm(starts, desc="encoding", disable=not progress, leave=False):
-            z = engine.directional_derivatives(examples[start: start + batch_size], directions,
-                                               source=self.config.source)
-            chunks.append(self._act(z.to(self.encoder.bias.device) + self.encoder.bias.float()))
-        if not chunks:
-            return torch.empty(0, self.config.latent_size)
-        return torch.cat(chunks)
+            rows = order[start: start + batch_size]
+            z = engine.directional_derivatives([examples[i] for i in rows], directions, source=self.config.source)
+            out[rows] = self._act(z.cpu() + self.encoder.bias.detach().float().cpu())
+        return out
 
     @torch.no_grad()
     def flip_sign(self) -> None:

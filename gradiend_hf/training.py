@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -60,6 +61,8 @@ class TrainingArguments:
         early_stopping_patience: stop a seed after this many validations without a better |r| (`None`: never).
         mixed_precision: `"no"`, `"bf16"` or `"fp16"` autocast for the base model's forward pass (GPUs).
         max_length: longest input in tokens.
+        use_cpu: train on the CPU even when an accelerator is available (automatic for `torchrun` without GPUs,
+            where processes talk over gloo).
         overwrite_output_dir: allow training into a non-empty `output_dir` (its files are replaced).
         progress_bar: show a tqdm progress bar.
     """
@@ -78,6 +81,7 @@ class TrainingArguments:
     early_stopping_patience: int | None = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     max_length: int = 256
+    use_cpu: bool = False
     overwrite_output_dir: bool = False
     progress_bar: bool = True
 
@@ -185,7 +189,9 @@ class GradiendTrainer:
         self.model = model
         self.base_model = base_model
         self.feature = feature
-        self.accelerator = Accelerator(mixed_precision=self.args.mixed_precision)
+        multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        cpu = self.args.use_cpu or (multi_process and not torch.cuda.is_available())
+        self.accelerator = Accelerator(mixed_precision=self.args.mixed_precision, cpu=cpu)
         self.device = self.accelerator.device
         model.check_base_model(base_model)
         self.base_model.to(self.device)

@@ -43,6 +43,8 @@ class EmbeddedModel:
     license_note: str
     """What a user must know about the licence."""
     description: str
+    recommended_params: tuple[str, ...] | None = None
+    """Parameter patterns the `gradiend train` command selects for this model when none are given."""
     lm_kind: str = "causal"
 
     def is_installed(self) -> bool:
@@ -87,6 +89,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         license_note="Gemma 3 270M base (Q4_K_M GGUF, dequantised). Use is subject to Google's Gemma Terms of Use "
         "(https://ai.google.dev/gemma/terms); a copy ships with the package.",
         description="Gemma 3 270M base; strong gender signal; the default.",
+        recommended_params=("model.layers.*.mlp.down_proj.weight",),
     ),
     "smollm2-135m": EmbeddedModel(
         name="smollm2-135m",
@@ -98,6 +101,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         license="apache-2.0",
         license_note="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised), Apache-2.0.",
         description="SmolLM2 135M Instruct; light, weak gender signal.",
+        recommended_params=("model.layers.*.mlp.down_proj.weight",),
     ),
 }
 DEFAULT_MODEL = "gemma-3-270m"

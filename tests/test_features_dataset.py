@@ -14,7 +14,11 @@ from gradiend_hf.features.dataset import SLOT, FeatureDataset, FeatureExample
 
 def _example(label: str = "female", i: int = 0, **changes: object) -> FeatureExample:
     words = {"female": ("she", "he"), "male": ("he", "she")}[label]
-    fields = {"text": f"Person {i} ({label}) said that {SLOT} was tired.", "factual": words[0], "counterfactual": words[1]}
+    fields = {
+        "text": f"Person {i} ({label}) said that {SLOT} was tired.",
+        "factual": words[0],
+        "counterfactual": words[1],
+    }
     fields.update(changes)
     return FeatureExample(label=label, **fields)  # type: ignore[arg-type]
 
@@ -24,14 +28,19 @@ def _records(n_per_class: int = 10, with_split: bool = False) -> list[dict[str, 
     for label in ("female", "male"):
         for i in range(n_per_class):
             ex = _example(label, i)
-            record = {"text": ex.text, "factual": ex.factual, "counterfactual": ex.counterfactual, "label": label}
+            record = {
+                "text": ex.text,
+                "factual": ex.factual,
+                "counterfactual": ex.counterfactual,
+                "label": label,
+            }
             if with_split:
                 record["split"] = ("train", "train", "train", "validation", "test")[i % 5]
             records.append(record)
     return records
 
 
-# ------------------------------------------------------------------------------------------------ FeatureExample
+# -------------------------------------------------------------------------------------------- FeatureExample
 
 
 def test_example_prefix_suffix_and_filled() -> None:
@@ -65,20 +74,29 @@ def test_example_meta_is_not_compared_and_is_copied() -> None:
     ],
 )
 def test_example_validation(fields: dict, message: str) -> None:
-    base = {"text": "Mary said [MASK] was tired.", "factual": "she", "counterfactual": "he", "label": "female"}
+    base = {
+        "text": "Mary said [MASK] was tired.",
+        "factual": "she",
+        "counterfactual": "he",
+        "label": "female",
+    }
     base.update(fields)
     with pytest.raises(FeatureDataError, match=message):
         FeatureExample(**base)
 
 
-# ------------------------------------------------------------------------------------------------ FeatureDataset
+# -------------------------------------------------------------------------------------------- FeatureDataset
 
 
 def _dataset() -> FeatureDataset:
     return FeatureDataset(
         name="toy",
         classes=("female", "male"),
-        train=[_example("female", 0), _example("male", 1), _example("male", 2, factual="He", counterfactual="She")],
+        train=[
+            _example("female", 0),
+            _example("male", 1),
+            _example("male", 2, factual="He", counterfactual="She"),
+        ],
         validation=[],
         test=[_example("female", 3)],
     )
@@ -97,13 +115,19 @@ def test_dataset_accessors() -> None:
     }
     assert [e.label for e in ds.by_class("train")["male"]] == ["male", "male"]
     spec = ds.spec()
-    assert json.loads(json.dumps(spec)) == {"name": "toy", "classes": ["female", "male"], "targets": ds.targets()}
+    assert json.loads(json.dumps(spec)) == {
+        "name": "toy",
+        "classes": ["female", "male"],
+        "targets": ds.targets(),
+    }
     assert repr(ds) == "FeatureDataset(name='toy', classes=('female', 'male'), train=3, validation=0, test=1)"
 
 
 def test_dataset_errors() -> None:
     ds = _dataset()
-    with pytest.raises(FeatureDataError, match=r"Unknown split 'dev'; expected one of \['train', 'validation', 'test'\]"):
+    with pytest.raises(
+        FeatureDataError, match=r"Unknown split 'dev'; expected one of \['train', 'validation', 'test'\]"
+    ):
         ds.split("dev")
     with pytest.raises(FeatureDataError, match="Unknown class 'other'"):
         ds.label_value("other")
@@ -116,7 +140,10 @@ def test_dataset_errors() -> None:
         ({"classes": ("female", "female")}, "two distinct non-empty class names"),
         ({"train": [_example("female", 0)]}, "no example of class 'male'"),
         ({"test": []}, "test split of 'toy' is empty"),
-        ({"test": [FeatureExample("A said [MASK] was.", "she", "he", "other")]}, r"has label 'other', expected one of \['female', 'male'\]"),
+        (
+            {"test": [FeatureExample("A said [MASK] was.", "she", "he", "other")]},
+            r"has label 'other', expected one of \['female', 'male'\]",
+        ),
         ({"validation": [{"text": "x"}]}, "must be a FeatureExample, found dict"),
         ({"name": ""}, "name must be a non-empty str"),
     ],
@@ -134,7 +161,7 @@ def test_dataset_validation(changes: dict, message: str) -> None:
         FeatureDataset(**fields)
 
 
-# ------------------------------------------------------------------------------------------------------- loaders
+# --------------------------------------------------------------------------------------------------- loaders
 
 
 def test_from_records_honours_split_column_and_aliases() -> None:
@@ -181,7 +208,10 @@ def test_from_records_classes_order_and_extra_columns() -> None:
         (lambda rs: rs[1].update(split="holdout"), r"record 1: unknown split 'holdout'"),
         (lambda rs: rs[0].update(split="train"), r"1 of 10 rows give a split, but record 1 does not"),
         (lambda rs: rs[4].update(label="other"), r"expected exactly two classes, found 3"),
-        (lambda rs: rs[0].update(text="no slot here"), r"record 0: FeatureExample.text must contain the slot"),
+        (
+            lambda rs: rs[0].update(text="no slot here"),
+            r"record 0: FeatureExample.text must contain the slot",
+        ),
         (lambda rs: rs[0].update(label=None), r"record 0: column 'label' must be a non-empty string"),
     ],
 )
@@ -251,7 +281,9 @@ def test_csv_errors_name_file_line_and_column(tmp_path: Path) -> None:
     records = _records(3)
     records[2]["factual"] = ""
     _write_csv(path, records)
-    with pytest.raises(FeatureDataError, match=r"pairs.csv line 4: column 'factual' must be a non-empty string"):
+    with pytest.raises(
+        FeatureDataError, match=r"pairs.csv line 4: column 'factual' must be a non-empty string"
+    ):
         FeatureDataset.from_csv(path)
 
 
@@ -284,6 +316,8 @@ def test_from_hf_dataset() -> None:
     ds = FeatureDataset.from_hf_dataset(dataset_dict, name="toy")
     assert [len(ds.train), len(ds.validation), len(ds.test)] == [6, 2, 2]
     with pytest.raises(FeatureDataError, match=r"DatasetDict has split\(s\) \['extra'\]"):
-        FeatureDataset.from_hf_dataset(datasets.DatasetDict({**dataset_dict, "extra": dataset_dict["test"]}), name="x")
-    with pytest.raises(FeatureDataError, match="expects a datasets.Dataset or DatasetDict"):
+        FeatureDataset.from_hf_dataset(
+            datasets.DatasetDict({**dataset_dict, "extra": dataset_dict["test"]}), name="x"
+        )
+    with pytest.raises(FeatureDataError, match=r"expects a datasets\.Dataset or DatasetDict"):
         FeatureDataset.from_hf_dataset([1, 2], name="toy")

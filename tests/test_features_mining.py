@@ -27,13 +27,14 @@ def _mine(*sentences: str, **options) -> list[Template]:
     return mine_name_templates(list(sentences), NAMES, PRONOUNS, source="book.txt", **options)
 
 
-# -------------------------------------------------------------------------------------------------------- cleaning
+# -------------------------------------------------------------------------------------------------- cleaning
 
 
 def test_clean_gutenberg_cuts_boilerplate_and_normalises() -> None:
     raw = (
-        "\ufeffThe Project Gutenberg EBook of Test\r\n\r\n*** START OF THIS PROJECT GUTENBERG EBOOK TEST ***\r\n"
-        "\r\nCHAPTER I\r\n\r\n\u201cWell,\u201d said Mary, \u2018it\u2019s _very_ blue-\r\neyed and\r\nlong--\r\n"
+        "\ufeffThe Project Gutenberg EBook of Test\r\n\r\n"
+        "*** START OF THIS PROJECT GUTENBERG EBOOK TEST ***\r\n\r\nCHAPTER I\r\n\r\n"
+        "\u201cWell,\u201d said Mary, \u2018it\u2019s _very_ blue-\r\neyed and\r\nlong--\r\n"
         "indeed.\u2019\r\n\r\n\r\nSecond paragraph.\r\n"
         "*** END OF THIS PROJECT GUTENBERG EBOOK TEST ***\r\nLicence text.\r\n"
     )
@@ -43,14 +44,15 @@ def test_clean_gutenberg_cuts_boilerplate_and_normalises() -> None:
 
 
 def test_clean_gutenberg_without_header_keeps_text_and_cuts_old_footer() -> None:
-    raw = "First line\nwrapped.\n\nEnd of the Project Gutenberg EBook of Little Men, by Louisa May Alcott\n\nMore"
+    raw = "First line\nwrapped.\n\nEnd of the Project Gutenberg EBook of Little Men, by L. M. Alcott\n\nMore"
     assert clean_gutenberg(raw) == "First line wrapped."
 
 
 def test_clean_wikitext() -> None:
     raw = (
         " = Robert Boulter = \r\n"
-        " He had a guest @-@ starring role in 2 @,@ 000 ( or so ) episodes , at 3 @.@ 5 % of \" Teddy 's Story \" . "
+        " He had a guest @-@ starring role in 2 @,@ 000 ( or so ) episodes , "
+        'at 3 @.@ 5 % of " Teddy \'s Story " . '
         "It did n't end . \r\n"
     )
     assert clean_wikitext(raw) == (
@@ -75,7 +77,13 @@ def test_split_sentences_protects_abbreviations_and_initials() -> None:
 
 
 def test_case_helpers() -> None:
-    assert [case_of(w) for w in ("she", "She", "SHE", "sHe", "I")] == ["lower", "title", "upper", None, "title"]
+    assert [case_of(w) for w in ("she", "She", "SHE", "sHe", "I")] == [
+        "lower",
+        "title",
+        "upper",
+        None,
+        "title",
+    ]
     assert [match_case("mosque", w) for w in ("church", "Church", "CHURCH", "cHurch")] == [
         "mosque", "Mosque", "MOSQUE", "mosque"
     ]  # fmt: skip
@@ -84,15 +92,21 @@ def test_case_helpers() -> None:
         apply_case("she", "camel")  # type: ignore[arg-type]
 
 
-# ------------------------------------------------------------------------------------------------ name templates
+# -------------------------------------------------------------------------------------------- name templates
 
 
 def test_mine_name_templates_keeps_a_clean_sentence() -> None:
     [template] = _mine("When the rain stopped, Mary said that she would walk home alone.")
     assert template == Template(
-        "When the rain stopped, [NAME] said that [PRONOUN] would walk home alone.", "book.txt", "lower", "Mary", "female"
+        "When the rain stopped, [NAME] said that [PRONOUN] would walk home alone.",
+        "book.txt",
+        "lower",
+        "Mary",
+        "female",
     )
-    assert template.fill("John", SLOT) == "When the rain stopped, John said that [MASK] would walk home alone."
+    assert (
+        template.fill("John", SLOT) == "When the rain stopped, John said that [MASK] would walk home alone."
+    )
 
 
 def test_mine_name_templates_keeps_pronoun_case() -> None:
@@ -146,7 +160,7 @@ def test_mine_name_templates_word_limits_and_errors() -> None:
         mine_name_templates([sentence], NAMES, {"female": "she", "male": "She"})
 
 
-# ---------------------------------------------------------------------------------------------------- word slots
+# ------------------------------------------------------------------------------------------------ word slots
 
 RELIGION = {"christian": ["christian", "christians", "church"], "muslim": ["muslim", "muslims", "mosque"]}
 
@@ -203,7 +217,11 @@ def test_find_word_slots_options_and_duplicates_within_a_class() -> None:
         exclude_words=["tofu"],
         keep=lambda prefix, word, suffix: word.lower() != "white" or suffix.startswith(" man"),
     )
-    assert [(s.word, s.label, s.index) for s in slots] == [("white", "white", 0), ("Asia", "asian", 1), ("Asian", "asian", 0)]
+    assert [(s.word, s.label, s.index) for s in slots] == [
+        ("white", "white", 0),
+        ("Asia", "asian", 1),
+        ("Asian", "asian", 0),
+    ]
     examples = mine_word_slots(sentences[3:4], words)
     assert examples[0].counterfactual == "White"  # the first position of "asian"
 
@@ -222,3 +240,12 @@ def test_find_word_slots_options_and_duplicates_within_a_class() -> None:
 def test_mine_word_slots_validates_word_lists(class_words: dict, message: str) -> None:
     with pytest.raises(FeatureDataError, match=message):
         mine_word_slots(["Some sentence of words with x in it."], class_words)
+
+
+def test_mine_name_templates_filters_are_the_reason_for_rejection() -> None:
+    # Each sentence is rejected above only because of the filter that is switched off here.
+    assert len(_mine("Then Mr. John came in and said he would walk home.", titles=())) == 1
+    assert len(_mine("The mother of Mary said that she would walk home alone.")) == 1
+    assert len(_mine("Mary said that she would walk home with him today.", other_pronouns=())) == 1
+    assert len(_mine("Mary said that she would", min_words=4)) == 0  # still no end punctuation
+    assert len(_mine("Mary said that she would go.", min_words=4)) == 1

@@ -75,3 +75,27 @@ def tiny_bert(vocab_size: int, seed: int = 0) -> BertForMaskedLM:
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                         vocab_size=vocab_size, max_position_embeddings=128, pad_token_id=0)
     return BertForMaskedLM(config).eval()
+
+
+def tiny_gender_feature():
+    """A small two-class feature whose targets (" she" / " he") are single tokens of `bpe_tokenizer()`."""
+    from gradiend_hf.features import FeatureDataset, FeatureExample
+
+    names = {"female": ["Mary", "Anna", "Emma", "Sara", "Lucy", "Alice"],
+             "male": ["John", "Peter", "James", "Tom", "Paul", "Mark"]}
+    templates = [
+        "[N] said that [MASK] would come home before dark.",
+        "[N] explained the vision as best [MASK] could.",
+        "[N] smiled because [MASK] knew the answer.",
+        "[N] ran to the station, but [MASK] missed the train.",
+        "When [N] came back, [MASK] asked for the book.",
+    ]
+    records = []
+    for label, group in names.items():
+        pronoun, other = ("she", "he") if label == "female" else ("he", "she")
+        for i, name in enumerate(group):
+            split = "train" if i < 4 else ("validation" if i == 4 else "test")
+            for template in templates:
+                records.append({"text": template.replace("[N]", name), "factual": pronoun, "counterfactual": other,
+                                "label": label, "split": split})
+    return FeatureDataset.from_records(records, name="gender", classes=("female", "male"))

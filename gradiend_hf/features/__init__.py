@@ -1,4 +1,4 @@
-"""Feature data for GRADIEND: examples with one target slot, built-in gender/race/religion features, and mining."""
+"""Feature data for GRADIEND: examples with one target slot, built-in gender/race/religion, and mining."""
 
 from gradiend_hf.features.builtin import (
     GENDER_PRONOUNS,

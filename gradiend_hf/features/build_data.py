@@ -1,7 +1,7 @@
 """Builds the compact files in `gradiend_hf/features/data/` from the raw data pack; deterministic, offline.
 
-Run `python -m gradiend_hf.features.build_data --shared /path/to/data` (the folder with names/, text/, neutral/ and
-bias/gendered_words/). Rerunning on the same data pack writes byte-identical files.
+Run `python -m gradiend_hf.features.build_data --shared /path/to/data` (the folder with names/, text/,
+neutral/ and bias/gendered_words/). Rerunning on the same data pack writes byte-identical files.
 """
 
 from __future__ import annotations
@@ -40,20 +40,18 @@ MAX_NEUTRAL = 3000
 # Words that the gendered word list marks m/f but that are mostly not about people in these novels ("town",
 # "page", "count" as a verb); leaving them out of the banned set keeps sentences that are in fact neutral.
 _NOT_GENDERED = frozenset(
-    "bag baggage bass beard blade broad brownie bull canary cat count cow cub dog dragon excavator eyeful fathead "
-    "indiana jute kennan loon macaroni mannequin mover nan ordinary ottoman page peer popper rake roman rosebud scold "
-    "shaver smasher sod stiff thrush town townes undoer wolf elector mr. mrs. ms.".split()
+    "bag baggage bass beard blade broad brownie bull canary cat count cow cub dog dragon elector excavator "
+    "eyeful fathead indiana jute kennan loon macaroni mannequin mover nan ordinary ottoman page peer popper "
+    "rake roman rosebud scold shaver smasher sod stiff thrush town townes undoer wolf mr. mrs. ms.".split()
 )
 # Slurs and dated racial terms found in the novels; sentences with them are not shipped.
 _OFFENSIVE = frozenset(
-    "nigger niggers nigga darky darkey darkie darkies injun injuns negro negroes negress redskin redskins squaw "
-    "squaws coolie coolies".split()
+    "nigger niggers nigga darky darkey darkie darkies injun injuns negro negroes negress redskin redskins "
+    "squaw squaws coolie coolies".split()
 )
 # Words of the race/religion attributes that are in no class list: a sentence with one of them is left out,
 # so that the slot is the only race/religion word in a shipped sentence.
-RACE_EXCLUDE = frozenset(
-    "caucasian caucasians asiatic asiatics oriental orientals mulatto mulattoes".split()
-)
+RACE_EXCLUDE = frozenset("caucasian caucasians asiatic asiatics oriental orientals mulatto mulattoes".split())
 RELIGION_EXCLUDE = frozenset(
     "jew hebrew hebrews catholic catholics protestant protestants moslems mussulman mussulmans mahometan "
     "mahometans mohammedan mohammedans islamic rabbi rabbis imam imams priest priests muslimah".split()
@@ -63,8 +61,8 @@ RELIGION_EXCLUDE = frozenset(
 _CHARACTER_NAMES = frozenset({("alcott_little_men.txt", "asia"), ("alcott_little_women.txt", "christian")})
 # Nouns for people: "white"/"black"/"asian" count as race words only directly before one of them.
 PERSON_NOUNS = frozenset(
-    "man men woman women people person persons folk folks boy boys girl girls child children family families race "
-    "races population populations community communities servant servants stranger strangers".split()
+    "man men woman women people person persons folk folks boy boys girl girls child children family families "
+    "race races population populations community communities servant servants stranger strangers".split()
 )
 _WORD_RE = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 
@@ -83,8 +81,8 @@ class BuildReport:
 def race_word_is_about_people(prefix: str, word: str, suffix: str) -> bool:
     """Keeps a race word when it is about people or a continent, not a colour or part of a longer place name.
 
-    "white"/"black"/"asian" count only directly before a word for people ("white man"); the other words only when
-    the words around them are not capitalised ("in Africa", not "South Africa", "Arise Africa" or "Asia Minor").
+    "white"/"black"/"asian" count only directly before a word for people ("white man"); the other words only
+    when the words around them are not capitalised ("in Africa"; not "South Africa" or "Asia Minor").
     """
     if word.lower() in ("white", "black", "asian"):
         following = _WORD_RE.match(suffix.lstrip())
@@ -99,7 +97,11 @@ def race_word_is_about_people(prefix: str, word: str, suffix: str) -> bool:
 def religion_word_is_about_religion(prefix: str, word: str, suffix: str) -> bool:
     """Drops "Christian name(s)", which in the novels means a first name."""
     following = _WORD_RE.match(suffix.lstrip())
-    return not (word.lower() == "christian" and following is not None and following.group().lower() in ("name", "names"))
+    return not (
+        word.lower() == "christian"
+        and following is not None
+        and following.group().lower() in ("name", "names")
+    )
 
 
 def read_names(shared: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
@@ -117,8 +119,10 @@ def read_names(shared: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
 
 
 def gendered_words(shared: Path) -> set[str]:
-    """Single-word m/f entries of the gendered word list (plus simple plurals), the English titles and pronouns."""
-    entries = json.loads((shared / "bias" / "gendered_words" / "gendered_words.json").read_text(encoding="utf-8"))
+    """Single-word m/f entries of the gendered word list (and simple plurals), English titles and pronouns."""
+    entries = json.loads(
+        (shared / "bias" / "gendered_words" / "gendered_words.json").read_text(encoding="utf-8")
+    )
     words = {e["word"].lower() for e in entries if e["gender"] in ("m", "f") and "_" not in e["word"]}
     words -= _NOT_GENDERED
     words |= {_plural(word) for word in words}
@@ -162,8 +166,8 @@ def sentences_by_paragraph(text: str) -> list[list[str]]:
 def narrative_sentences(paragraphs: Sequence[Sequence[str]]) -> list[str]:
     """The sentences that are not inside a quotation running over several sentences of a paragraph.
 
-    The miner already drops sentences with quotation marks; this also drops the quote-free middle sentences of a
-    longer speech, whose "he"/"she" often points at someone the speaker addresses.
+    The miner already drops sentences with quotation marks; this also drops the quote-free middle sentences of
+    a longer speech, whose "he"/"she" often points at someone the speaker addresses.
     """
     kept = []
     for sentences in paragraphs:
@@ -179,11 +183,13 @@ def narrative_sentences(paragraphs: Sequence[Sequence[str]]) -> list[str]:
 def build_templates(
     corpus: Mapping[str, list[str]], usable: set[str], every_name: Mapping[str, str], banned: set[str]
 ) -> list[dict[str, str]]:
-    """Mines name templates from narrative sentences; returns rows of template_id, template, pronoun_case, source."""
+    """Mines name templates from narrative sentences: rows of template_id, template, pronoun_case, source."""
     rows, seen = [], set()
     for source, sentences in corpus.items():
         # Every known name is passed, so a sentence with a second (even unusable) name is dropped.
-        for template in mine_name_templates(sentences, every_name, GENDER_PRONOUNS, source=source, banned_words=banned):
+        for template in mine_name_templates(
+            sentences, every_name, GENDER_PRONOUNS, source=source, banned_words=banned
+        ):
             if template.name not in usable or template.template in seen or _is_offensive(template.template):
                 continue
             seen.add(template.template)
@@ -200,7 +206,9 @@ def build_templates(
     ids = Counter(row["template_id"] for row in rows)
     clashes = [i for i, n in ids.items() if n > 1]
     if clashes:  # eight hex digits over a few hundred templates: practically never, but ids must be unique
-        raise FeatureDataError(f"Template ids {clashes} are not unique; lengthen the digest in build_templates.")
+        raise FeatureDataError(
+            f"Template ids {clashes} are not unique; lengthen the digest in build_templates."
+        )
     return rows
 
 
@@ -268,7 +276,9 @@ def build(shared: Path, out: Path = DATA_DIR) -> BuildReport:
     missing = [p for p in ("names/names.csv", "text", f"neutral/{WIKITEXT_FILE}", "bias/gendered_words") if
                not (shared / p).exists()]  # fmt: skip
     if missing:
-        raise FeatureDataError(f"{shared} is not the data pack: it lacks {missing}. Pass --shared <data pack folder>.")
+        raise FeatureDataError(
+            f"{shared} is not the data pack: it lacks {missing}. Pass --shared <data pack folder>."
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     usable_rows, every_name = read_names(shared)
@@ -277,8 +287,10 @@ def build(shared: Path, out: Path = DATA_DIR) -> BuildReport:
     texts = read_texts(shared)
     paragraphs = {source: sentences_by_paragraph(text) for source, text in texts.items()}
     corpus = {source: [s for paragraph in parts for s in paragraph] for source, parts in paragraphs.items()}
-    # Templates come from the novels only: Wikipedia prose is about real people, rarely with a first name alone.
-    narrative = {source: narrative_sentences(parts) for source, parts in paragraphs.items() if source != WIKITEXT_FILE}
+    # Templates come from the novels only: Wikipedia prose is about real people, rarely by first name alone.
+    narrative = {
+        source: narrative_sentences(parts) for source, parts in paragraphs.items() if source != WIKITEXT_FILE
+    }
 
     templates = build_templates(narrative, usable, every_name, gendered)
     race_rows = build_word_sentences(corpus, RACE_WORDS, RACE_EXCLUDE, keep=race_word_is_about_people)
@@ -316,71 +328,86 @@ def attribution(report: BuildReport, books: Sequence[str]) -> str:
     """Renders ATTRIBUTION.md: sources, licences, and how each shipped file was derived."""
     race_counts = ", ".join(f"{c} {report.race[c]}" for c in RACE_WORDS)
     religion_counts = ", ".join(f"{c} {report.religion[c]}" for c in RELIGION_WORDS)
+    n_names, n_templates = sum(report.names.values()), sum(report.templates.values())
+    race_words = "; ".join(f"{c}: {', '.join(dict.fromkeys(w))}" for c, w in RACE_WORDS.items())
+    religion_words = "; ".join(f"{c}: {', '.join(dict.fromkeys(w))}" for c, w in RELIGION_WORDS.items())
+    book_list = "\n".join(f"- `{book}`" for book in books)
     return f"""# Shipped feature data: sources, licences, derivation
 
-Built by `python -m gradiend_hf.features.build_data --shared <data pack>` (deterministic). Counts below are from
-that build.
+Built by `python -m gradiend_hf.features.build_data --shared <data pack>` (deterministic; rerunning gives
+byte-identical files). The counts below are from that build.
 
 ## Sources
 
-| source | licence | used for |
-|---|---|---|
-| US Social Security Administration, "Baby Names from Social Security Card Applications - National Data", 1880-2023 | public domain (US Government work, 17 U.S.C. 105) | `names.tsv` |
-| 29 novels transcribed by Project Gutenberg (list below) | public domain (the Project Gutenberg header, footer and licence were cut off; no "Project Gutenberg" trademark is used) | `gender_templates.tsv`, `race_sentences.jsonl`, `religion_sentences.jsonl` |
-| WikiText-2 (raw) test split, Merity et al. 2016, from Wikipedia | CC BY-SA 3.0 (and GFDL) | `race_sentences.jsonl`, `religion_sentences.jsonl`, `neutral.txt` |
-| Gendered Words dataset, Elizabeth Monsen (github.com/ecmonsen/gendered_words) | CC BY 3.0 US | filter only: no word list is shipped |
+- **First names:** US Social Security Administration, "Baby Names from Social Security Card Applications -
+  National Data", 1880-2023. Public domain (US Government work, 17 U.S.C. 105). Used for `names.tsv`.
+- **Novels:** 29 novels transcribed by Project Gutenberg (list below). Public domain; the Project Gutenberg
+  header, footer and licence were cut off, and no "Project Gutenberg" trademark is used. Used for
+  `gender_templates.tsv`, `race_sentences.jsonl` and `religion_sentences.jsonl`.
+- **WikiText-2** (raw) test split, Merity et al. 2016, from Wikipedia. CC BY-SA 3.0 (and GFDL). Used for
+  `race_sentences.jsonl`, `religion_sentences.jsonl` and `neutral.txt`.
+- **Gendered Words** dataset by Elizabeth Monsen (https://github.com/ecmonsen/gendered_words), CC BY 3.0 US
+  (https://creativecommons.org/licenses/by/3.0/us/). Used only as a filter at build time: sentences with its
+  m/f words were left out or kept out of template prefixes. No word list derived from it is shipped.
 
-The names data pack also holds a `uci_share` column derived from the UCI "Gender by Name" dataset (CC BY 4.0); it is
-**not** shipped. Word lists of bias-bench and the SEAT sentence files were not used.
+The data pack's `names.csv` also has a `uci_share` column derived from the UCI "Gender by Name" dataset
+(CC BY 4.0); that column is **not** shipped. bias-bench's attribute word lists and the SEAT sentence files
+were not used.
 
-**Share-alike:** every line of `neutral.txt` and every sentence whose `source` is `{WIKITEXT_FILE}` in
-`race_sentences.jsonl` and `religion_sentences.jsonl` is an adaptation of Wikipedia text (WikiText-2, CC BY-SA 3.0;
-authors: the Wikipedia contributors of the articles in WikiText-2's test split). These sentences are licensed under
-CC BY-SA 3.0 (https://creativecommons.org/licenses/by-sa/3.0/); changes: re-spaced punctuation, split into
-sentences, filtered, and (race/religion) one word replaced by a slot marker.
+**Share-alike:** every line of `neutral.txt`, and every sentence whose `source` is `{WIKITEXT_FILE}` in
+`race_sentences.jsonl` and `religion_sentences.jsonl`, is adapted from Wikipedia text (via WikiText-2) by the
+Wikipedia contributors of the articles in WikiText-2's test split. These sentences are licensed under
+CC BY-SA 3.0 (https://creativecommons.org/licenses/by-sa/3.0/). Changes: punctuation re-spaced, text split
+into sentences and filtered, and (race/religion) one word replaced by the slot marker `[MASK]`.
 
 ## Files
 
-- `names.tsv` (name, gender F/M, count): the {sum(report.names.values())} names of the data pack's `names.csv` marked
-  `usable` (>= 5,000 SSA births 1880-2023, >= 95 % one sex, no clash with a word, title, place or surname in the
+- `names.tsv` (name, gender F/M, count): the {n_names} names of the data pack's `names.csv` marked `usable`
+  (>= 5,000 SSA births 1880-2023, >= 95 % one sex, no clash with a word, title, place or surname in the
   novels): F {report.names["F"]}, M {report.names["M"]}. `count` = SSA births of that sex.
-- `gender_templates.tsv` (template_id, template, pronoun_case, source): {sum(report.templates.values())} sentences
-  of the novels (from the names' point of view: {report.templates["female"]} with a female, {report.templates["male"]}
-  with a male name originally) in which one first name is followed by exactly one he/she of the name's gender, with
-  the name replaced by `[NAME]` and the pronoun by `[PRONOUN]`. Kept: 6-40 words, ending in . ! or ?, no quotation
-  marks, no other first name of `names.csv`, no him/his/himself/her/hers/herself, the name not after a title (Mr,
-  Miss, Aunt, ...), and no gendered word (Gendered Words list, m/f entries, simple plurals, titles) before the
-  pronoun, so that only the name tells the gender. `template_id` = "t" + the first 8 hex digits of the template's
-  SHA-1. The pronoun sometimes refers to someone else in the sentence: the data are mined, not annotated.
-- `race_sentences.jsonl` (text with `[MASK]`, word, class, source): sentences of the novels and WikiText-2 test
-  with exactly one race word of `RACE_WORDS` {dict(RACE_WORDS)} and no other race word ({", ".join(sorted(RACE_EXCLUDE))});
-  "white"/"black"/"asian" only directly before a word for people ("white man"), since otherwise they are
-  nearly always colours. Counts: {race_counts}. Few sentences are about race in these sources: "black" and
-  "asian" are rare, and the data were not padded with invented sentences.
-- `religion_sentences.jsonl`: the same for `RELIGION_WORDS` {dict(RELIGION_WORDS)} (other religion words
-  excluded: {", ".join(sorted(RELIGION_EXCLUDE))}). Counts: {religion_counts}. "muslim" is very rare in
-  19th-century fiction and in this slice of Wikipedia.
-- `neutral.txt`: {report.neutral} WikiText-2 test sentences (6-40 words) with no gendered word or pronoun, no first
-  name of `names.csv`, and no race or religion word, taken evenly across the split.
-- Sentences with racial slurs or dated racial terms ({", ".join(sorted(_OFFENSIVE))}) were left out everywhere.
+- `gender_templates.tsv` (template_id, template, pronoun_case, source): {n_templates} sentences of the novels
+  in which one first name is followed by exactly one he/she of the name's gender ({report.templates["female"]}
+  with a female, {report.templates["male"]} with a male name originally), with the name replaced by `[NAME]`
+  and the pronoun by `[PRONOUN]`. Kept: narration only (no quotation marks, not inside a longer speech), 6-40
+  words, ending in . ! or ?, no other first name of `names.csv`, no him/his/himself/her/hers/herself, the name
+  not after a title (Mr, Miss, Aunt, ...), and no gendered word (Gendered Words m/f entries, simple plurals,
+  titles) before the pronoun, so that only the name tells the gender. `template_id` is "t" plus the first 8
+  hex digits of the template's SHA-1. The data are mined, not annotated: the pronoun sometimes refers to
+  someone else in the sentence.
+- `race_sentences.jsonl` (text with `[MASK]`, word, class, source): sentences of the novels and WikiText-2
+  test with exactly one race word ({race_words}) and no other race word ({", ".join(sorted(RACE_EXCLUDE))}).
+  "white", "black" and "asian" count only directly before a word for people ("white man"), since otherwise
+  they are nearly always colours; continent words only when not part of a longer name ("South Africa").
+  Counts: {race_counts}. These sources say little about race: "black" and "asian" are rare, and the data were
+  not padded with invented sentences.
+- `religion_sentences.jsonl`: the same for religion words ({religion_words}); other religion words are
+  excluded ({", ".join(sorted(RELIGION_EXCLUDE))}). Counts: {religion_counts}. "muslim" is very rare in
+  19th-century fiction and in this slice of Wikipedia, and "christian" dominates.
+- `neutral.txt`: {report.neutral} WikiText-2 test sentences (6-40 words) with no gendered word or pronoun, no
+  first name of `names.csv`, and no race or religion word, taken evenly across the split.
+- Sentences with racial slurs or dated racial terms were left out everywhere.
 
-In all mined sentences at least 4 words precede the slot, and sentences are kept as written otherwise (19th-century
-spelling and views included).
+At least 4 words precede the slot in every mined sentence; sentences are otherwise kept as written
+(19th-century spelling and views included).
 
 ## Novels (Project Gutenberg transcriptions, public domain)
 
-{chr(10).join(f"- `{book}`" for book in books)}
+{book_list}
 """
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, required=True, help="the data pack folder (names/, text/, neutral/, bias/)")
+    parser.add_argument(
+        "--shared", type=Path, required=True, help="the data pack folder (names/, text/, neutral/, bias/)"
+    )
     parser.add_argument("--out", type=Path, default=DATA_DIR, help=f"output folder (default: {DATA_DIR})")
     args = parser.parse_args(argv)
     report = build(args.shared, args.out)
     print(f"names: {dict(report.names)}")
-    print(f"gender templates: {sum(report.templates.values())} (original name class {dict(report.templates)})")
+    print(
+        f"gender templates: {sum(report.templates.values())} (original name class {dict(report.templates)})"
+    )
     print(f"race sentences: {dict(report.race)}")
     print(f"religion sentences: {dict(report.religion)}")
     print(f"neutral sentences: {report.neutral}")

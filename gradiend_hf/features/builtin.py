@@ -1,4 +1,4 @@
-"""Built-in features (gender, race, religion) from the shipped data, features from a user's corpus, and neutral text."""
+"""Built-in features (gender, race, religion), features from a user's corpus, and neutral text."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 from gradiend_hf.errors import FeatureDataError
 from gradiend_hf.features.dataset import SLOT, FeatureDataset, FeatureExample
 from gradiend_hf.features.mining import (
     NAME_PLACEHOLDER,
     PRONOUN_PLACEHOLDER,
+    Case,
     apply_case,
     match_case,
     mine_word_slots,
@@ -33,16 +35,17 @@ RACE_WORDS: Mapping[str, tuple[str, ...]] = {
 }
 """Race class words, aligned by index; written for this package.
 
-Positions: adjective, plural noun, continent of origin, its adjective, its plural. "asian"/"asians" serve as the
-counterpart of both the colour words and the continental ones; a sentence with "Asian" takes the counterpart at the
-first position ("white"/"black"). The shipped sentences use "white"/"black"/"asian" only directly before a word for
-people ("white man"), since in novels "white" and "black" are nearly always colours.
+Positions: adjective, plural noun, continent of origin, its adjective, its plural. "asian"/"asians" serve as
+the counterpart of both the colour words and the continental ones; a sentence with "Asian" takes the
+counterpart at the first position ("white"/"black"). The shipped sentences use "white"/"black"/"asian" only
+directly before a word for people ("white man"), since in novels "white" and "black" are nearly always
+colours.
 """
 
 RELIGION_WORDS: Mapping[str, tuple[str, ...]] = {
-    "christian": ("christian", "christians", "christianity", "church", "churches", "bible", "bible", "christian"),
-    "jewish": ("jewish", "jews", "judaism", "synagogue", "synagogues", "torah", "torah", "jewish"),
-    "muslim": ("muslim", "muslims", "islam", "mosque", "mosques", "quran", "koran", "moslem"),
+    "christian": tuple("christian christians christianity church churches bible bible christian".split()),
+    "jewish": tuple("jewish jews judaism synagogue synagogues torah torah jewish".split()),
+    "muslim": tuple("muslim muslims islam mosque mosques quran koran moslem".split()),
 }
 """Religion class words, aligned by index; written for this package.
 
@@ -53,9 +56,9 @@ Positions: adjective, plural noun, religion, house of worship, its plural, scrip
 _DATA_PACKAGE = "gradiend_hf.features.data"
 _SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 _GENDER_DESCRIPTION = (
-    "Sentences from 29 public-domain novels (Project Gutenberg) in which a first name is followed by one he/she "
-    "that refers to it, used as templates: [NAME] is filled with SSA first names and the pronoun is the target. "
-    "Names and templates are disjoint across train, validation and test."
+    "Sentences from 29 public-domain novels (Project Gutenberg) in which a first name is followed by one "
+    "he/she that refers to it, used as templates: [NAME] is filled with SSA first names and the pronoun is "
+    "the target. Names and templates are disjoint across train, validation and test."
 )
 
 
@@ -63,7 +66,7 @@ _GENDER_DESCRIPTION = (
 class _TemplateRow:
     template_id: str
     template: str
-    pronoun_case: str
+    pronoun_case: Case
     source: str
 
 
@@ -73,31 +76,39 @@ def _data_text(filename: str) -> str:
         return resources.files(_DATA_PACKAGE).joinpath(filename).read_text(encoding="utf-8")
     except FileNotFoundError as error:
         raise FeatureDataError(
-            f"The shipped data file {filename!r} is missing from {_DATA_PACKAGE}. Reinstall gradiend-hf, or rebuild "
-            "the files with `python -m gradiend_hf.features.build_data --shared <data pack>`."
+            f"The shipped data file {filename!r} is missing from {_DATA_PACKAGE}. Reinstall gradiend-hf, or "
+            "rebuild the files with `python -m gradiend_hf.features.build_data --shared <data pack>`."
         ) from error
+
+
+def _case(value: str) -> Case:
+    if value not in ("lower", "title", "upper"):
+        raise FeatureDataError(
+            f"Shipped template has pronoun case {value!r}; expected lower, title or upper."
+        )
+    return cast("Case", value)
 
 
 def _read_tsv(filename: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(_data_text(filename)), delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _names() -> tuple[tuple[str, str], ...]:
     """(name, class) for every usable name, most frequent first."""
     genders = {"F": "female", "M": "male"}
     return tuple((row["name"], genders[row["gender"]]) for row in _read_tsv("names.tsv"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _templates() -> tuple[_TemplateRow, ...]:
     return tuple(
-        _TemplateRow(row["template_id"], row["template"], row["pronoun_case"], row["source"])
+        _TemplateRow(row["template_id"], row["template"], _case(row["pronoun_case"]), row["source"])
         for row in _read_tsv("gender_templates.tsv")
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sentences(attribute: str) -> tuple[dict[str, str], ...]:
     text = _data_text(f"{attribute}_sentences.jsonl")
     return tuple(json.loads(line) for line in text.splitlines() if line.strip())
@@ -121,15 +132,16 @@ def gender(
 ) -> FeatureDataset:
     """The built-in gender feature: first names followed by the pronoun that refers to them.
 
-    Classes are ("female", "male"): female maps to +1, male to -1. Each text is a template mined from public-domain
-    novels (see `data/ATTRIBUTION.md`) with `[NAME]` filled with a first name and the pronoun replaced by `SLOT`;
-    the factual target is the pronoun of the name's gender (in the template's capitalisation), the counterfactual
-    the other one. The name always comes before the slot, so a causal LM sees it in the prefix.
+    Classes are ("female", "male"): female maps to +1, male to -1. Each text is a template mined from
+    public-domain novels (see `data/ATTRIBUTION.md`) with `[NAME]` filled with a first name and the pronoun
+    replaced by `SLOT`; the factual target is the pronoun of the name's gender (in the template's
+    capitalisation), the counterfactual the other one. The name always comes before the slot, so a causal LM
+    sees it in the prefix.
 
-    Names (the whole usable SSA list, split per gender) and templates are each split 70/10/20 at random, so the
-    splits share neither names nor templates: test holds held-out names in held-out templates. Each template of a
-    split is filled with names of that split, half female and half male, cycling through the split's names in a
-    shuffled order so that rare names are used as often as common ones.
+    Names (the whole usable SSA list, split per gender) and templates are each split 70/10/20 at random, so
+    the splits share neither names nor templates: test holds held-out names in held-out templates. Each
+    template of a split is filled with names of that split, half female and half male, cycling through the
+    split's names in a shuffled order so that rare names are used as often as common ones.
 
     Args:
         seed: Seed of the name and template splits and of the name order; the same seed gives the same data.
@@ -144,7 +156,10 @@ def gender(
     Raises:
         FeatureDataError: If a count is not a positive even number.
     """
-    for argument, value in (("names_per_template", names_per_template), ("eval_names_per_template", eval_names_per_template)):
+    for argument, value in (
+        ("names_per_template", names_per_template),
+        ("eval_names_per_template", eval_names_per_template),
+    ):
         if not isinstance(value, int) or value < 2 or value % 2:
             raise FeatureDataError(
                 f"{argument} must be a positive even number (half the names per class), found {value!r}."
@@ -155,14 +170,13 @@ def gender(
     names_by_split: list[dict[str, list[str]]] = [{}, {}, {}]
     for label in GENDER_PRONOUNS:
         parts = _split_three([name for name, name_label in _names() if name_label == label], rng)
-        for split_names, part in zip(names_by_split, parts):
+        for split_names, part in zip(names_by_split, parts, strict=True):
             split_names[label] = part
     template_parts = _split_three(_templates(), rng)
     splits = []
-    for part, split_names, per_template in zip(
-        template_parts, names_by_split, (names_per_template, eval_names_per_template, eval_names_per_template)
-    ):
-        splits.append(_fill_templates(part, split_names, per_template // 2))
+    per_template = (names_per_template, eval_names_per_template, eval_names_per_template)
+    for part, split_names, count in zip(template_parts, names_by_split, per_template, strict=True):
+        splits.append(_fill_templates(part, split_names, count // 2))
     train = splits[0]
     if max_train is not None and max_train < len(train):
         train = _balanced_sample(train, max_train, rng)
@@ -186,8 +200,8 @@ def _fill_templates(
     for row in templates:
         for label in labels:
             other = labels[1 - labels.index(label)]
-            factual = apply_case(GENDER_PRONOUNS[label], row.pronoun_case)  # type: ignore[arg-type]
-            counterfactual = apply_case(GENDER_PRONOUNS[other], row.pronoun_case)  # type: ignore[arg-type]
+            factual = apply_case(GENDER_PRONOUNS[label], row.pronoun_case)
+            counterfactual = apply_case(GENDER_PRONOUNS[other], row.pronoun_case)
             for _ in range(per_class):
                 pool = names[label]
                 name = pool[cursor[label] % len(pool)]
@@ -212,11 +226,15 @@ def _balanced_sample(examples: list[FeatureExample], size: int, rng: random.Rand
 def race(a: str = "white", b: str = "black", *, seed: int = 0) -> FeatureDataset:
     """The built-in race feature for one pair of classes among "white", "black" and "asian".
 
-    Sentences from public-domain novels and WikiText-2 (CC BY-SA 3.0) with exactly one race word of `RACE_WORDS`;
-    the factual target is that word, the counterfactual the aligned word of the other class ("black man" ->
-    "white man", "Africa" -> "Europe"). Class `a` maps to +1. Sentences are split 70/10/20 per class (seeded).
-    "asian" is rare in this corpus (about 60 sentences), "black" even rarer once colour uses are left out; see
-    `data/ATTRIBUTION.md` for the counts.
+    Sentences from public-domain novels and WikiText-2 (CC BY-SA 3.0) with exactly one race word of
+    `RACE_WORDS`; the factual target is that word, the counterfactual the aligned word of the other class
+    ("black man" -> "white man", "Africa" -> "Europe"). Class `a` maps to +1. Sentences are split 70/10/20 per
+    class (seeded), and every sentence gives one example of each class of the pair (counterfactual
+    augmentation: the label is the class of the factual word, so the classes stay balanced).
+
+    The sources say little about race: the shipped file has 117 "white", 18 "black" and 10 "asian" sentences
+    (see `data/ATTRIBUTION.md`), 145 contexts in all. For serious use, mine a larger corpus with `from_corpus`
+    (note that it keeps "white"/"black" in every sense, colours included).
 
     Raises:
         FeatureDataError: If a class is unknown or `a == b`.
@@ -227,9 +245,12 @@ def race(a: str = "white", b: str = "black", *, seed: int = 0) -> FeatureDataset
 def religion(a: str = "christian", b: str = "muslim", *, seed: int = 0) -> FeatureDataset:
     """The built-in religion feature for one pair of classes among "christian", "jewish" and "muslim".
 
-    Built like `race` from `RELIGION_WORDS` ("church" -> "mosque"); class `a` maps to +1. The corpus is 19th-century
-    fiction plus one slice of Wikipedia, so "christian" has far more sentences than "jewish" and "muslim" (which
-    has only a handful); see `data/ATTRIBUTION.md` for the counts.
+    Built like `race` from `RELIGION_WORDS` ("church" -> "mosque"); class `a` maps to +1.
+
+    The corpus is 19th-century fiction plus one slice of Wikipedia: the shipped file has 428 "christian", 36
+    "jewish" and only 6 "muslim" sentences (see `data/ATTRIBUTION.md`). With counterfactual augmentation every
+    one of the 470 contexts serves both classes, but most contexts were written about Christianity; use
+    `from_corpus` on your own texts for real work.
 
     Raises:
         FeatureDataError: If a class is unknown or `a == b`.
@@ -242,32 +263,46 @@ def _word_feature(
 ) -> FeatureDataset:
     for value in (a, b):
         if value not in class_words:
-            raise FeatureDataError(f"Unknown {attribute} class {value!r}; expected one of {list(class_words)}.")
-    if a == b:
-        raise FeatureDataError(f"{attribute}({a!r}, {b!r}) needs two different classes, e.g. {list(class_words)[:2]}.")
-    other = {a: b, b: a}
-    examples = []
-    for row in _sentences(attribute):
-        label = row["class"]
-        if label not in other:
-            continue
-        words = class_words[label]
-        position = words.index(row["word"].lower()) if row["word"].lower() in words else None
-        if position is None:
             raise FeatureDataError(
-                f"The shipped {attribute} sentence {row['text']!r} has word {row['word']!r}, which is not a "
-                f"{label!r} word of {attribute.upper()}_WORDS; rebuild the data with build_data."
+                f"Unknown {attribute} class {value!r}; expected one of {list(class_words)}."
             )
-        counterfactual = match_case(class_words[other[label]][position], row["word"])
-        examples.append(FeatureExample(row["text"], row["word"], counterfactual, label, {"source": row["source"]}))
-    return FeatureDataset.from_examples(
-        examples,
+    if a == b:
+        raise FeatureDataError(
+            f"{attribute}({a!r}, {b!r}) needs two different classes, e.g. {list(class_words)[:2]}."
+        )
+    # Counterfactual augmentation: every mined context (of any class of the attribute) yields one example per
+    # class of the pair, with that class's aligned word as the factual target. The label is the class of the
+    # factual word, so both classes get the same contexts and the data stay balanced however rare a class is
+    # in the corpus. Splitting by sentence first keeps both versions of a context in the same split.
+    rng = random.Random(seed)
+    by_class: dict[str, list[dict[str, str]]] = {label: [] for label in class_words}
+    for row in _sentences(attribute):
+        by_class[row["class"]].append(row)
+    splits: dict[str, list[FeatureExample]] = {"train": [], "validation": [], "test": []}
+    for label in sorted(by_class):
+        words = class_words[label]
+        for split, rows in zip(splits, _split_three(by_class[label], rng)):
+            for row in rows:
+                if row["word"].lower() not in words:
+                    raise FeatureDataError(
+                        f"The shipped {attribute} sentence {row['text']!r} has word {row['word']!r}, which is not "
+                        f"a {label!r} word of {attribute.upper()}_WORDS; rebuild the data with build_data."
+                    )
+                position = words.index(row["word"].lower())
+                word_of = {c: match_case(class_words[c][position], row["word"]) for c in (a, b)}
+                meta = {"source": row["source"], "context_class": label}
+                splits[split].append(FeatureExample(row["text"], word_of[a], word_of[b], a, meta))
+                splits[split].append(FeatureExample(row["text"], word_of[b], word_of[a], b, meta))
+    return FeatureDataset(
         name=attribute,
         classes=(a, b),
-        seed=seed,
+        train=splits["train"],
+        validation=splits["validation"],
+        test=splits["test"],
         description=(
-            f"Sentences with one {attribute} word ({a} vs {b}) from public-domain novels and WikiText-2; the "
-            "counterfactual swaps in the aligned word of the other class."
+            f"Sentences with one {attribute} word from public-domain novels and WikiText-2; each context appears "
+            f"once with the {a} word and once with the aligned {b} word as the factual target (counterfactual "
+            "augmentation), split by sentence."
         ),
         license="CC BY-SA 3.0 (WikiText-2 sentences); public domain (novels)",
     )
@@ -282,9 +317,9 @@ def from_corpus(
 ) -> FeatureDataset:
     """Builds a feature from your own texts and two aligned word lists.
 
-    Each text is split into sentences (`split_sentences`); sentences with exactly one class word and at least four
-    words before it become examples (see `mine_word_slots`), split 70/10/20 per class (seeded). The first class of
-    `class_words` maps to +1.
+    Each text is split into sentences (`split_sentences`); sentences with exactly one class word and at least
+    four words before it become examples (see `mine_word_slots`), split 70/10/20 per class (seeded). The first
+    class of `class_words` maps to +1.
 
     Example:
         >>> words = {"christian": ["christian", "church"], "muslim": ["muslim", "mosque"]}
@@ -300,8 +335,9 @@ def from_corpus(
     counts = {label: sum(e.label == label for e in examples) for label in class_words}
     if min(counts.values()) < 2:
         raise FeatureDataError(
-            f"Found too few sentences per class for {name!r} in {len(sentences)} sentences: {counts} (need at least "
-            "2 each; a sentence counts when it has exactly one class word and 4+ words before it). Add text or words."
+            f"Found too few sentences per class for {name!r} in {len(sentences)} sentences: {counts} (need "
+            "at least 2 each; a sentence counts when it has exactly one class word and 4+ words before it). "
+            "Add text or words."
         )
     classes = tuple(class_words)
     return FeatureDataset.from_examples(examples, name=name, classes=(classes[0], classes[1]), seed=seed)
@@ -321,7 +357,7 @@ def neutral_texts(limit: int | None = None) -> list[str]:
 
 _SPEC_FORMS = (
     '"gender", "race", "race:white,black", "religion", "religion:christian,muslim", '
-    'or a path to a .csv or .jsonl file of examples'
+    "or a path to a .csv or .jsonl file of examples"
 )
 
 
@@ -329,22 +365,28 @@ def load_feature(spec: str, *, seed: int = 0) -> FeatureDataset:
     """Loads a feature from a short spec, as the command line gives it.
 
     Args:
-        spec: "gender"; "race" or "race:A,B"; "religion" or "religion:A,B"; or the path of a .csv / .jsonl file
-            with columns text, factual, counterfactual, label (and optionally split).
+        spec: "gender"; "race" or "race:A,B"; "religion" or "religion:A,B"; or the path of a .csv or .jsonl
+            file with columns text, factual, counterfactual, label (and optionally split).
         seed: Seed of the splits.
 
     Raises:
         FeatureDataError: If the spec has none of these forms or the file is malformed.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise FeatureDataError(f"Feature spec must be a non-empty str, found {spec!r}; expected {_SPEC_FORMS}.")
+        raise FeatureDataError(
+            f"Feature spec must be a non-empty str, found {spec!r}; expected {_SPEC_FORMS}."
+        )
     spec = spec.strip()
     suffix = Path(spec).suffix.lower()
     if suffix in (".csv", ".jsonl"):
         path = Path(spec)
         if not path.is_file():
             raise FeatureDataError(f"Feature file {path} does not exist.")
-        return FeatureDataset.from_csv(path, seed=seed) if suffix == ".csv" else FeatureDataset.from_jsonl(path, seed=seed)
+        return (
+            FeatureDataset.from_csv(path, seed=seed)
+            if suffix == ".csv"
+            else FeatureDataset.from_jsonl(path, seed=seed)
+        )
     attribute, _, pair = spec.partition(":")
     if attribute == "gender" and not pair:
         return gender(seed=seed)

@@ -1,4 +1,4 @@
-"""Feature examples (a text with one target slot) and two-class feature datasets with train/validation/test splits."""
+"""Feature examples (a text with one target slot) and two-class datasets with train/validation/test splits."""
 
 from __future__ import annotations
 
@@ -16,14 +16,21 @@ from gradiend_hf.errors import FeatureDataError
 SLOT = "[MASK]"
 """The one target slot in `FeatureExample.text`.
 
-An MLM sees it replaced by its mask token; a causal LM sees only the text before it and predicts the next token.
+An MLM sees it replaced by its mask token; a causal LM sees only the text before it and predicts the
+next token.
 """
 
 SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 """Split names, in the order `FeatureDataset` stores them."""
 
-# Aliases accepted for the validation split in files and `DatasetDict`s (Hugging Face datasets often say "valid"/"dev").
-_SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
+# Split names accepted in files and `DatasetDict`s (Hugging Face datasets often say "valid" or "dev").
+_SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "dev": "validation",
+    "test": "test",
+}
 
 # Columns every record must have; `split` and `meta` are optional, any other column goes into `meta`.
 _REQUIRED_COLUMNS = ("text", "factual", "counterfactual", "label")
@@ -71,8 +78,8 @@ class FeatureExample:
             word = getattr(self, attribute)
             if not word or any(character.isspace() for character in word):
                 raise FeatureDataError(
-                    f"FeatureExample.{attribute} must be one non-empty word without whitespace, found {word!r} "
-                    f"(text {self.text!r})."
+                    f"FeatureExample.{attribute} must be one non-empty word without whitespace, found "
+                    f"{word!r} (text {self.text!r})."
                 )
         if self.factual == self.counterfactual:
             raise FeatureDataError(
@@ -80,7 +87,9 @@ class FeatureExample:
                 f"(text {self.text!r}); the counterfactual is the other class's word."
             )
         if not self.label.strip():
-            raise FeatureDataError(f"FeatureExample.label must be a non-empty class name (text {self.text!r}).")
+            raise FeatureDataError(
+                f"FeatureExample.label must be a non-empty class name (text {self.text!r})."
+            )
         if not isinstance(self.meta, Mapping):
             raise FeatureDataError(
                 f"FeatureExample.meta must be a mapping of str to str, found {type(self.meta).__name__}."
@@ -89,7 +98,8 @@ class FeatureExample:
         for key, value in meta.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise FeatureDataError(
-                    f"FeatureExample.meta must map str to str, found {key!r}: {value!r}. Convert the values with str()."
+                    f"FeatureExample.meta must map str to str, found {key!r}: {value!r}. Convert the values "
+                    "with str()."
                 )
         # A private copy, so that a caller's dict changed later does not change the example.
         object.__setattr__(self, "meta", meta)
@@ -98,8 +108,8 @@ class FeatureExample:
     def prefix(self) -> str:
         """The text before the slot, as written, including the whitespace before the slot.
 
-        A causal LM sees this prefix (without the trailing whitespace); the whitespace decides how the target word is
-        tokenised (`" she"` vs `"she"` for BPE tokenizers).
+        A causal LM sees this prefix (without the trailing whitespace); the whitespace decides how the target
+        word is tokenised (`" she"` vs `"she"` for BPE tokenizers).
         """
         return self.text.split(SLOT, 1)[0]
 
@@ -117,8 +127,8 @@ class FeatureExample:
 class FeatureDataset:
     """A two-class feature: examples split into train, validation and test.
 
-    `classes[0]` is the class the GRADIEND encoder is trained to map to +1, `classes[1]` the one it maps to -1.
-    Train must hold examples of both classes and test must not be empty; validation may be empty.
+    `classes[0]` is the class the GRADIEND encoder is trained to map to +1, `classes[1]` the one it maps to
+    -1. Train must hold examples of both classes and test must not be empty; validation may be empty.
 
     Example:
         >>> records = [{"text": "Mary said [MASK] was tired.", "factual": "she", "counterfactual": "he",
@@ -169,14 +179,14 @@ class FeatureDataset:
                     )
                 if example.label not in self.classes:
                     raise FeatureDataError(
-                        f"FeatureDataset.{split_name}[{position}] has label {example.label!r}, expected one of "
-                        f"{list(self.classes)} (text {example.text!r})."
+                        f"FeatureDataset.{split_name}[{position}] has label {example.label!r}, expected one "
+                        f"of {list(self.classes)} (text {example.text!r})."
                     )
         missing = [c for c in self.classes if not any(example.label == c for example in self.train)]
         if missing:
             raise FeatureDataError(
-                f"The train split of {self.name!r} has no example of class {missing[0]!r} "
-                f"({len(self.train)} train examples); GRADIEND needs both classes to train. Add examples of it."
+                f"The train split of {self.name!r} has no example of class {missing[0]!r} ({len(self.train)} "
+                "train examples); GRADIEND needs both classes to train. Add examples of it."
             )
         if not self.test:
             raise FeatureDataError(
@@ -213,10 +223,12 @@ class FeatureDataset:
             return 1.0
         if label == self.classes[1]:
             return -1.0
-        raise FeatureDataError(f"Unknown class {label!r} for feature {self.name!r}; expected one of {list(self.classes)}.")
+        raise FeatureDataError(
+            f"Unknown class {label!r} for feature {self.name!r}; expected one of {list(self.classes)}."
+        )
 
     def targets(self) -> dict[str, list[str]]:
-        """Returns the sorted factual words of each class over all splits, e.g. {"female": ["she"], "male": ["he"]}."""
+        """Returns the sorted factual words per class over all splits: {"female": ["she"], "male": ["he"]}."""
         words: dict[str, set[str]] = {c: set() for c in self.classes}
         for split_name in SPLITS:
             for example in getattr(self, split_name):
@@ -228,11 +240,11 @@ class FeatureDataset:
         return {"name": self.name, "classes": list(self.classes), "targets": self.targets()}
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """Returns the number of examples per split and class, e.g. {"train": {"female": 1600, "male": 1600}, ...}."""
+        """Returns the number of examples per split and class: {"train": {"female": 16, "male": 16}, ...}."""
         return {s: {c: len(examples) for c, examples in self.by_class(s).items()} for s in SPLITS}
 
     def to_records(self) -> list[dict[str, str]]:
-        """Returns one flat dict per example with columns text, factual, counterfactual, label, split and meta (JSON)."""
+        """Returns one flat dict per example: text, factual, counterfactual, label, split and meta (JSON)."""
         records = []
         for split_name in SPLITS:
             for example in getattr(self, split_name):
@@ -257,7 +269,7 @@ class FeatureDataset:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         return path
 
-    # ----------------------------------------------------------------------------------------------------- loaders
+    # ------------------------------------------------------------------------------------------------ loaders
 
     @classmethod
     def from_examples(
@@ -289,7 +301,9 @@ class FeatureDataset:
         """
         examples = list(examples)
         resolved = _resolve_classes(classes, [e.label for e in examples], where=f"feature {name!r}")
-        splits = _random_split(examples, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction)
+        splits = _random_split(
+            examples, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction
+        )
         return cls(name=name, classes=resolved, description=description, license=license, **splits)
 
     @classmethod
@@ -305,11 +319,11 @@ class FeatureDataset:
         description: str = "",
         license: str = "",
     ) -> FeatureDataset:
-        """Builds a dataset from dicts with columns text, factual, counterfactual, label and optional split/meta.
+        """Builds a dataset from dicts with columns text, factual, counterfactual, label (and split, meta).
 
-        With a `split` column ("train", "validation"/"valid"/"dev", "test") on every record, the splits are taken
-        as given; without it, the records are split at random (seeded, stratified by label). `meta` may be a dict
-        or a JSON string; any other column is kept in `meta` as a string.
+        With a `split` column ("train", "validation"/"valid"/"dev", "test") on every record, the splits are
+        taken as given; without it, the records are split at random (seeded, stratified by label). `meta` may
+        be a dict or a JSON string; any other column is kept in `meta` as a string.
 
         Args:
             records: The rows.
@@ -340,7 +354,7 @@ class FeatureDataset:
 
     @classmethod
     def from_jsonl(cls, path: str | Path, *, name: str | None = None, **options: Any) -> FeatureDataset:
-        """Reads a JSON-lines file of records; `name` defaults to the file's stem, `options` are `from_records`'s."""
+        """Reads a JSON-lines file of records; `name` defaults to the stem; options as in `from_records`."""
         path = Path(path)
         rows = []
         try:
@@ -351,7 +365,9 @@ class FeatureDataset:
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as error:
-                        raise FeatureDataError(f"{path} line {line_number}: not valid JSON ({error.msg}).") from error
+                        raise FeatureDataError(
+                            f"{path} line {line_number}: not valid JSON ({error.msg})."
+                        ) from error
                     rows.append((f"{path} line {line_number}", record))
         except OSError as error:
             raise FeatureDataError(f"Cannot read feature file {path}: {error}") from error
@@ -359,30 +375,34 @@ class FeatureDataset:
 
     @classmethod
     def from_csv(cls, path: str | Path, *, name: str | None = None, **options: Any) -> FeatureDataset:
-        """Reads a CSV file with a header row; `name` defaults to the file's stem, `options` are `from_records`'s."""
+        """Reads a CSV file with a header row; `name` defaults to the stem; options as in `from_records`."""
         path = Path(path)
         rows = []
         try:
             with path.open(encoding="utf-8-sig", newline="") as handle:
                 reader = csv.DictReader(handle)
                 if reader.fieldnames is None:
-                    raise FeatureDataError(f"{path} is empty; expected a header with {list(_REQUIRED_COLUMNS)}.")
+                    raise FeatureDataError(
+                        f"{path} is empty; expected a header with {list(_REQUIRED_COLUMNS)}."
+                    )
                 missing = [c for c in _REQUIRED_COLUMNS if c not in reader.fieldnames]
                 if missing:
                     raise FeatureDataError(
-                        f"{path} lacks the column(s) {missing}; its header is {reader.fieldnames}, expected at least "
-                        f"{list(_REQUIRED_COLUMNS)}."
+                        f"{path} lacks the column(s) {missing}; its header is {reader.fieldnames}, expected "
+                        f"at least {list(_REQUIRED_COLUMNS)}."
                     )
                 for row in reader:
-                    # line_num is the last physical line read, so a row with quoted newlines is named by its end.
-                    rows.append((f"{path} line {reader.line_num}", {k: v for k, v in row.items() if k is not None}))
+                    # line_num is the last physical line read: a row with quoted newlines is named by its end.
+                    rows.append(
+                        (f"{path} line {reader.line_num}", {k: v for k, v in row.items() if k is not None})
+                    )
         except OSError as error:
             raise FeatureDataError(f"Cannot read feature file {path}: {error}") from error
         return _from_rows(cls, rows, source=str(path), name=name or path.stem, **options)
 
     @classmethod
     def from_pandas(cls, df: Any, *, name: str, **options: Any) -> FeatureDataset:
-        """Builds a dataset from a pandas DataFrame with the columns of `from_records` (missing cells may be NaN)."""
+        """Builds a dataset from a pandas DataFrame with the columns of `from_records` (NaN = missing)."""
         if not hasattr(df, "to_dict") or not hasattr(df, "columns"):
             raise FeatureDataError(f"from_pandas expects a pandas DataFrame, found {type(df).__name__}.")
         rows = ((f"DataFrame row {index}", record) for index, record in enumerate(df.to_dict("records")))
@@ -393,8 +413,8 @@ class FeatureDataset:
         """Builds a dataset from a Hugging Face `datasets.Dataset` or `DatasetDict`.
 
         A `Dataset` needs the columns of `from_records` (with a `split` column, or it is split at random). A
-        `DatasetDict` gives the splits by its keys: "train", "test" and optionally "validation" ("valid"/"dev").
-        `options` are those of `from_records`.
+        `DatasetDict` gives the splits by its keys: "train", "test" and optionally "validation"
+        ("valid"/"dev"). `options` are those of `from_records`.
         """
         if isinstance(ds, Mapping):
             unknown = [key for key in ds if key not in _SPLIT_ALIASES]
@@ -440,27 +460,35 @@ def _from_rows(
         given_splits.append(split_name)
         row_names.append(row_name)
     if not examples:
-        raise FeatureDataError(f"No examples in {source}; expected rows with columns {list(_REQUIRED_COLUMNS)}.")
+        raise FeatureDataError(
+            f"No examples in {source}; expected rows with columns {list(_REQUIRED_COLUMNS)}."
+        )
     resolved = _resolve_classes(classes, [e.label for e in examples], where=source)
     with_split = sum(s is not None for s in given_splits)
     if with_split == 0:
-        splits = _random_split(examples, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction)
+        splits = _random_split(
+            examples, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction
+        )
     elif with_split == len(examples):
         splits = {s: [] for s in SPLITS}
-        for example, split_name in zip(examples, given_splits):
+        for example, split_name in zip(examples, given_splits, strict=True):
             splits[split_name].append(example)  # type: ignore[index]
     else:
         first_missing = row_names[given_splits.index(None)]
         raise FeatureDataError(
-            f"{source}: {with_split} of {len(examples)} rows give a split, but {first_missing} does not. Give every "
-            "row a split, or drop the split column for a random split."
+            f"{source}: {with_split} of {len(examples)} rows give a split, but {first_missing} does not. "
+            "Give every row a split, or drop the split column for a random split."
         )
     return cls(name=name, classes=resolved, description=description, license=license, **splits)
 
 
 def _is_missing(value: Any) -> bool:
     # pandas writes missing cells as float NaN; CSV as "".
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value)
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value)
+    )
 
 
 def _example_from_record(record: Mapping[str, Any], row_name: str) -> tuple[FeatureExample, str | None]:
@@ -470,12 +498,14 @@ def _example_from_record(record: Mapping[str, Any], row_name: str) -> tuple[Feat
     for column in _REQUIRED_COLUMNS:
         if column not in record:
             raise FeatureDataError(
-                f"{row_name}: missing column {column!r}; found columns {sorted(map(str, record))}, expected at least "
-                f"{list(_REQUIRED_COLUMNS)}."
+                f"{row_name}: missing column {column!r}; found columns {sorted(map(str, record))}, expected "
+                f"at least {list(_REQUIRED_COLUMNS)}."
             )
         value = record[column]
         if _is_missing(value) or not isinstance(value, str):
-            raise FeatureDataError(f"{row_name}: column {column!r} must be a non-empty string, found {value!r}.")
+            raise FeatureDataError(
+                f"{row_name}: column {column!r} must be a non-empty string, found {value!r}."
+            )
         values[column] = value.strip() if column != "text" else value
     split_name = None
     if "split" in record and not _is_missing(record["split"]):
@@ -500,7 +530,9 @@ def _meta_from_record(record: Mapping[str, Any], row_name: str) -> dict[str, str
         try:
             raw = json.loads(raw) if raw.strip() else None
         except json.JSONDecodeError as error:
-            raise FeatureDataError(f"{row_name}: column 'meta' is not a JSON object ({error.msg}).") from error
+            raise FeatureDataError(
+                f"{row_name}: column 'meta' is not a JSON object ({error.msg})."
+            ) from error
     if _is_missing(raw):
         raw = {}
     if not isinstance(raw, Mapping):
@@ -517,8 +549,8 @@ def _resolve_classes(classes: Sequence[str] | None, labels: Sequence[str], *, wh
     if classes is None:
         if len(found) != 2:
             raise FeatureDataError(
-                f"{where}: expected exactly two classes, found {len(found)}: {found}. GRADIEND learns one neuron "
-                "for two classes; keep the rows of two classes (one dataset per pair)."
+                f"{where}: expected exactly two classes, found {len(found)}: {found}. GRADIEND learns one "
+                "neuron for two classes; keep the rows of two classes (one dataset per pair)."
             )
         return found[0], found[1]
     if isinstance(classes, str) or len(classes) != 2 or classes[0] == classes[1]:
@@ -526,7 +558,8 @@ def _resolve_classes(classes: Sequence[str] | None, labels: Sequence[str], *, wh
     unknown = [label for label in found if label not in classes]
     if unknown:
         raise FeatureDataError(
-            f"{where}: label(s) {unknown} are not among classes {list(classes)}. Fix the labels or the classes."
+            f"{where}: label(s) {unknown} are not among classes {list(classes)}. Fix the labels or the "
+            "classes."
         )
     return classes[0], classes[1]
 
@@ -535,10 +568,14 @@ def _random_split(
     examples: Sequence[FeatureExample], *, seed: int, validation_fraction: float, test_fraction: float
 ) -> dict[str, list[FeatureExample]]:
     """Splits each class separately, so that every split has (about) the class proportions of the whole."""
-    if not (0.0 <= validation_fraction < 1.0 and 0.0 < test_fraction < 1.0 and validation_fraction + test_fraction < 1.0):
+    if not (
+        0.0 <= validation_fraction < 1.0
+        and 0.0 < test_fraction < 1.0
+        and validation_fraction + test_fraction < 1.0
+    ):
         raise FeatureDataError(
-            f"Split fractions must satisfy 0 <= validation_fraction, 0 < test_fraction and their sum < 1; found "
-            f"validation_fraction={validation_fraction}, test_fraction={test_fraction}."
+            "Split fractions must satisfy 0 <= validation_fraction, 0 < test_fraction and their sum < 1; "
+            f"found validation_fraction={validation_fraction}, test_fraction={test_fraction}."
         )
     rng = random.Random(seed)
     assignment: dict[int, str] = {}

@@ -20,40 +20,48 @@ Case = Literal["lower", "title", "upper"]
 """How a word was capitalised: "she", "She" or "SHE"."""
 
 OBJECT_PRONOUNS: tuple[str, ...] = ("him", "his", "himself", "her", "hers", "herself")
-"""English gendered pronouns other than he/she; a template may contain none of them, so the slot is the only cue."""
+"""Gendered pronouns besides he/she; a template may contain none of them, so the slot is the only cue."""
 
+# fmt: off
 TITLES: tuple[str, ...] = (
-    "aunt", "baron", "brother", "capt", "captain", "col", "colonel", "count", "countess", "cousin", "dame", "doctor",
-    "dr", "duchess", "duke", "father", "gen", "general", "judge", "king", "lady", "lord", "madam", "madame", "major",
-    "master", "miss", "mister", "mistress", "mlle", "mme", "monsieur", "mother", "mr", "mrs", "ms", "nurse", "prince",
-    "princess", "prof", "professor", "queen", "rev", "reverend", "saint", "sir", "sister", "st", "uncle",
-)  # fmt: skip
-"""Words that, directly before a capitalised name, make it a surname or a place ("Mr. Weston", "St. Mary's")."""
+    "aunt", "baron", "brother", "capt", "captain", "col", "colonel", "count", "countess", "cousin", "dame",
+    "doctor", "dr", "duchess", "duke", "father", "gen", "general", "judge", "king", "lady", "lord", "madam",
+    "madame", "major", "master", "miss", "mister", "mistress", "mlle", "mme", "monsieur", "mother", "mr",
+    "mrs", "ms", "nurse", "prince", "princess", "prof", "professor", "queen", "rev", "reverend", "saint",
+    "sir", "sister", "st", "uncle",
+)
+# fmt: on
+"""Words that, right before a capitalised name, make it a surname or place ("Mr. Weston", "St. Mary's")."""
 
-_QUOTE_CHARS = (("\u2018", "'"), ("\u2019", "'"), ("\u201a", "'"), ("\u201b", "'"), ("\u201c", '"'), ("\u201d", '"'),
-                ("\u201e", '"'), ("\u201f", '"'), ("\u00ab", '"'), ("\u00bb", '"'))  # fmt: skip
+_QUOTE_CHARS = tuple((curly, "'") for curly in "\u2018\u2019\u201a\u201b") + tuple(
+    (curly, '"') for curly in "\u201c\u201d\u201e\u201f\u00ab\u00bb"
+)
 _START_RE = re.compile(r"^\*{3}\s*START OF.*$", re.MULTILINE | re.IGNORECASE)
-_END_RE = re.compile(r"^(?:\*{3}\s*END OF|End of (?:the )?Project Gutenberg).*$", re.MULTILINE | re.IGNORECASE)
+_END_RE = re.compile(
+    r"^(?:\*{3}\s*END OF|End of (?:the )?Project Gutenberg).*$", re.MULTILINE | re.IGNORECASE
+)
 # Abbreviations whose final period does not end a sentence (lower case, without the period).
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms messrs dr st jr sr prof capt col gen lt sgt rev hon mme mlle mt ft vol ch fig cf viz approx".split()
+    "mr mrs ms messrs dr st jr sr prof capt col gen lt sgt rev hon mme mlle mt ft vol ch fig cf viz".split()
 )
 # A candidate sentence end: terminal punctuation, closing quotes/brackets, whitespace.
 _BOUNDARY_RE = re.compile(r"[.!?]+[\"')\]]*\s+")
 _SENTENCE_START_RE = re.compile(r"[\"'(\[]*[A-Z0-9]")
-# Words: letters, with inner hyphens ("white-haired" is one word, so it never matches "white") and a final "'t"
-# ("don't" is one word, not the title "don"); other clitics are words of their own ("she'd" -> "she", "d").
+# Words: letters, with inner hyphens ("white-haired" is one word, so it never matches "white") and a final
+# "'t" ("don't" is one word, not the title "don"); other clitics are words of their own ("she'd": "she", "d").
 _WORD_RE = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*(?:'[tT](?![A-Za-z]))?")
 # A complete sentence ends in . ! or ? (then maybe closing quotes or brackets), not in a comma, colon or dash.
 _COMPLETE_RE = re.compile(r"[.!?][\"')\]]*$")
 # Quotation marks, told apart from apostrophes: a single quote counts unless it sits between two letters.
-_QUOTE_RE = re.compile(r"[\"\u201c\u201d\u201e\u00ab\u00bb]|(?<![A-Za-z])['\u2018\u2019]|['\u2018\u2019](?![A-Za-z])")
+_QUOTE_RE = re.compile(
+    r"[\"\u201c\u201d\u201e\u00ab\u00bb]|(?<![A-Za-z])['\u2018\u2019]|['\u2018\u2019](?![A-Za-z])"
+)
 _WIKITEXT_JOINS = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."))
 
 
 @dataclass(frozen=True)
 class Template:
-    """A sentence with a first name replaced by `[NAME]` and the later he/she that refers to it by `[PRONOUN]`.
+    """A sentence with a first name as `[NAME]` and the later he/she that refers to it as `[PRONOUN]`.
 
     Example:
         >>> t = Template("[NAME] was tired, so [PRONOUN] slept.", "emma.txt", "lower", "Emma", "female")
@@ -95,7 +103,7 @@ class WordSlot:
     """The class of the word."""
 
     index: int
-    """Position of the word in its class's aligned word list (its counterpart in another class has the same)."""
+    """Position of the word in its class's aligned list (its counterpart in another class has the same)."""
 
     source: str = ""
     """Where the sentence came from."""
@@ -105,8 +113,8 @@ def clean_gutenberg(text: str) -> str:
     """Cleans a Project Gutenberg text into paragraphs of single-spaced prose, separated by blank lines.
 
     Cuts the licence header and footer when they are there (at the `*** START OF` / `*** END OF` lines, or
-    "End of the Project Gutenberg EBook"), removes a BOM, turns CRLF into LF and curly quotes into straight ones,
-    drops the underscores that mark italics, and joins the hard-wrapped lines of each paragraph.
+    "End of the Project Gutenberg EBook"), removes a BOM, turns CRLF into LF and curly quotes into straight
+    ones, drops the underscores that mark italics, and joins the hard-wrapped lines of each paragraph.
 
     Args:
         text: The whole file as read.
@@ -131,10 +139,10 @@ def clean_gutenberg(text: str) -> str:
 
 
 def clean_wikitext(text: str) -> str:
-    """Undoes WikiText's tokenised spacing and drops its `= Heading =` lines; one paragraph per line in, per block out.
+    """Undoes WikiText's tokenised spacing and drops its `= Heading =` lines; one paragraph per block.
 
-    ` @-@ ` becomes `-`, ` @,@ ` `,` and ` @.@ ` `.`; punctuation spaced like ` , ` or ` 's` is re-attached, and
-    double quotes are paired up so that `" Craig "` becomes `"Craig"`.
+    ` @-@ ` becomes `-`, ` @,@ ` `,` and ` @.@ ` `.`; punctuation spaced like ` , ` or ` 's` is re-attached,
+    and double quotes are paired up so that `" Craig "` becomes `"Craig"`.
     """
     paragraphs = []
     for line in text.replace("\ufeff", "").replace("\r\n", "\n").split("\n"):
@@ -242,11 +250,11 @@ def mine_name_templates(
     """Finds sentences in which a first name is followed by one he/she that refers back to it.
 
     A sentence is kept when it has `min_words` to `max_words` words, ends in . ! or ?, has no quotation marks
-    (apostrophes are fine), exactly one occurrence of a listed name (matched case-sensitively as a whole word, not
-    directly after a title such as Mr or Miss), exactly one nominative pronoun of any class, after the name and of
-    the name's class, none of `other_pronouns` (him, his, her, ... of either gender) anywhere, and none of
-    `banned_words` before the pronoun (words such as "mother" or "sir" would give the class away without the
-    name, or name another referent).
+    (apostrophes are fine), exactly one occurrence of a listed name (matched case-sensitively as a whole word,
+    not directly after a title such as Mr or Miss), exactly one nominative pronoun of any class, after the
+    name and of the name's class, none of `other_pronouns` (him, his, her, ... of either gender) anywhere, and
+    none of `banned_words` before the pronoun (words such as "mother" or "sir" would give the class away
+    without the name, or name another referent).
 
     Args:
         sentences: Sentences, e.g. from `split_sentences`.
@@ -282,7 +290,12 @@ def mine_name_templates(
     for sentence in sentences:
         if not has_pronoun(sentence.lower()):
             continue
-        if "[" in sentence or "]" in sentence or _QUOTE_RE.search(sentence) or not _COMPLETE_RE.search(sentence):
+        if (
+            "[" in sentence
+            or "]" in sentence
+            or _QUOTE_RE.search(sentence)
+            or not _COMPLETE_RE.search(sentence)
+        ):
             continue
         if not min_words <= len(sentence.split()) <= max_words:
             continue
@@ -318,14 +331,19 @@ def mine_name_templates(
 def _validate_pronouns(pronouns: Mapping[str, str]) -> dict[str, str]:
     """Returns pronoun -> class, after checking the pronouns are distinct single words."""
     if len(pronouns) < 2:
-        raise FeatureDataError(f"pronouns must give a pronoun for at least two classes, found {dict(pronouns)}.")
+        raise FeatureDataError(
+            f"pronouns must give a pronoun for at least two classes, found {dict(pronouns)}."
+        )
     by_word: dict[str, str] = {}
     for label, word in pronouns.items():
         if not isinstance(word, str) or not _WORD_RE.fullmatch(word):
-            raise FeatureDataError(f"The pronoun of class {label!r} must be one word of letters, found {word!r}.")
+            raise FeatureDataError(
+                f"The pronoun of class {label!r} must be one word of letters, found {word!r}."
+            )
         if word.lower() in by_word:
             raise FeatureDataError(
-                f"Classes {by_word[word.lower()]!r} and {label!r} have the same pronoun {word!r}; they must differ."
+                f"Classes {by_word[word.lower()]!r} and {label!r} have the same pronoun {word!r}; they must "
+                "differ."
             )
         by_word[word.lower()] = label
     return by_word
@@ -345,9 +363,9 @@ def find_word_slots(
     """Finds sentences with exactly one class word (of any class), and replaces it by `SLOT`.
 
     Words match whole (case-insensitively; a hyphenated compound such as "white-haired" is one word). The
-    sentence must have `min_words` to `max_words` words and end in . ! or ? (then maybe quotes); the word must be
-    in lower, Title or UPPER case and have at least `min_prefix_words` words before it, because a causal LM only
-    sees that prefix.
+    sentence must have `min_words` to `max_words` words and end in . ! or ? (then maybe quotes); the word must
+    be in lower, Title or UPPER case and have at least `min_prefix_words` words before it, because a causal LM
+    only sees that prefix.
 
     Args:
         sentences: Sentences, e.g. from `split_sentences`.
@@ -411,9 +429,9 @@ def mine_word_slots(
 
     The lists are aligned by index: the counterfactual of word i of one class is word i of the other, e.g.
     `{"christian": ["christian", "christians", "church"], "muslim": ["muslim", "muslims", "mosque"]}` turns
-    "They walked to the Church" into factual "Church", counterfactual "Mosque" (capitalisation is copied). A word
-    may repeat within one class when it is the counterpart of several words of another class; a sentence with it
-    then takes the counterpart at its first position. See
+    "They walked to the Church" into factual "Church", counterfactual "Mosque" (capitalisation is copied). A
+    word may repeat within one class when it is the counterpart of several words of another class; a sentence
+    with it then takes the counterpart at its first position. See
     `find_word_slots` for which sentences are kept and what the other arguments do. For more than two classes,
     mine once per pair (or call `find_word_slots` once with all classes and pair up the slots).
 
@@ -457,12 +475,14 @@ def _word_lookup(class_words: Mapping[str, Sequence[str]]) -> dict[str, tuple[st
         )
     for label, words in class_words.items():
         if isinstance(words, str):
-            raise FeatureDataError(f"The words of class {label!r} must be a list of words, found the str {words!r}.")
+            raise FeatureDataError(
+                f"The words of class {label!r} must be a list of words, found the str {words!r}."
+            )
     lengths = {label: len(words) for label, words in class_words.items()}
     if len(set(lengths.values())) != 1:
         raise FeatureDataError(
-            f"The word lists must have equal lengths (aligned by index: word i of one class is the counterfactual "
-            f"of word i of the other), found lengths {lengths}."
+            "The word lists must have equal lengths (aligned by index: word i of one class is the "
+            f"counterfactual of word i of the other), found lengths {lengths}."
         )
     if next(iter(lengths.values())) == 0:
         raise FeatureDataError("The word lists are empty; give at least one word per class.")
@@ -471,15 +491,16 @@ def _word_lookup(class_words: Mapping[str, Sequence[str]]) -> dict[str, tuple[st
         for index, word in enumerate(words):
             if not isinstance(word, str) or not _WORD_RE.fullmatch(word):
                 raise FeatureDataError(
-                    f"Word {index} of class {label!r} must be one word of letters (hyphens allowed), found {word!r}."
+                    f"Word {index} of class {label!r} must be one word of letters (hyphens allowed), found "
+                    f"{word!r}."
                 )
             key = word.lower()
             if key not in lookup:
                 lookup[key] = (label, index)
             elif lookup[key][0] != label:
                 raise FeatureDataError(
-                    f"Word {word!r} is listed for class {lookup[key][0]!r} (position {lookup[key][1]}) and class "
-                    f"{label!r} (position {index}); a word may name only one class."
+                    f"Word {word!r} is listed for class {lookup[key][0]!r} (position {lookup[key][1]}) and "
+                    f"class {label!r} (position {index}); a word may name only one class."
                 )
     return lookup
 

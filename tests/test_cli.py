@@ -1,0 +1,96 @@
+"""The `gradiend` command line, end to end on tiny local models."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from huggingface_hub import HfApi
+
+from gradiend_hf import GradiendModel
+from gradiend_hf.cli import main
+from tiny_models import tiny_gender_feature
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, llama, bpe):
+    folder = tmp_path / "tiny-llama"
+    llama.save_pretrained(folder)
+    bpe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def feature_file(tmp_path):
+    path = tmp_path / "gender.jsonl"
+    tiny_gender_feature().save_jsonl(path)
+    return path
+
+
+def _train(tiny_folder, feature_file, out, *extra):
+    return main(["train", "--model", str(tiny_folder), "--feature", str(feature_file), "--out", str(out),
+                 "--params", "model.layers.*.mlp.*", "--steps", "6", "--eval-steps", "3", "--batch-size", "4",
+                 "--lr", "1e-3", "--quiet", *extra])
+
+
+def test_entry_point_is_installed():
+    gradiend = shutil.which("gradiend")
+    assert gradiend, "the `gradiend` console script is not installed"
+    run = subprocess.run([gradiend, "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "train" in run.stdout and "models" in run.stdout
+
+
+def test_models_lists_both_and_their_state(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "gemma-3-270m" in out and "smollm2-135m" in out and "(default)" in out
+    assert "Gemma Terms of Use" in out
+
+
+def test_train_writes_model_log_curve_and_results(tiny_folder, feature_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(tiny_folder, feature_file, out) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md", "training_log.jsonl", "training_curve.png",
+            "results.json"} <= files
+    results = json.loads((out / "results.json").read_text())
+    assert {"validation_pearson_r", "test_pearson_r", "test_examples", "best_step"} <= set(results)
+    assert results["test_examples"] == len(tiny_gender_feature().test)
+    model = GradiendModel.from_pretrained(out)
+    assert model.config.base_model_name_or_path == str(tiny_folder)
+    assert model.config.feature_name == "gender" and model.config.training["max_steps"] == 6
+
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "female -> +1, male -> -1" in info and "model.layers.0.mlp.gate_proj.weight" in info
+
+
+def test_train_refuses_a_used_folder_then_resumes_or_overwrites(tiny_folder, feature_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(tiny_folder, feature_file, out) == 0
+    before = (out / "model.safetensors").read_bytes()
+    assert _train(tiny_folder, feature_file, out) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before
+    assert _train(tiny_folder, feature_file, out, "--resume") == 0  # finished run: nothing left to do
+    assert (out / "model.safetensors").read_bytes() == before
+    assert _train(tiny_folder, feature_file, out, "--overwrite") == 0
+
+
+def test_unknown_parameter_pattern_is_a_clear_error(tiny_folder, feature_file, tmp_path, capsys):
+    code = main(["train", "--model", str(tiny_folder), "--feature", str(feature_file), "--out",
+                 str(tmp_path / "x"), "--params", "encoder.*", "--quiet"])
+    assert code == 2 and "'encoder.*' matches no parameter" in capsys.readouterr().err
+
+
+def test_info_on_a_folder_without_a_model(tmp_path, capsys):
+    assert main(["info", str(tmp_path)]) == 2
+    assert "holds no GRADIEND model" in capsys.readouterr().err
+
+
+def test_push_uploads_a_trained_folder(hub, tiny_folder, feature_file, tmp_path):
+    out = tmp_path / "run"
+    assert _train(tiny_folder, feature_file, out) == 0
+    repo_id = hub.new_repo_id("cli")
+    assert main(["push", str(out), repo_id]) == 0
+    assert {"config.json", "model.safetensors", "README.md"} <= set(HfApi().list_repo_files(repo_id))
