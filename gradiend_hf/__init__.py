@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel
 
-from . import features
+from . import evaluation, features
 from .configuration_gradiend import GradiendConfig
 from .errors import (
     EmbeddedModelError,
@@ -20,6 +20,7 @@ from .errors import (
     TargetTokenizationError,
     TrainingError,
 )
+from .evaluation import encoder_correlation
 from .gradients import GradientEngine, GradientPair, select_parameters
 from .modeling_gradiend import GradiendModel, GradiendOutput, GradiendPreTrainedModel
 from .training import GradiendTrainer, TrainingArguments, TrainingResult, train_gradiend
@@ -48,6 +49,8 @@ __all__ = [
     "TrainingError",
     "TrainingResult",
     "__version__",
+    "encoder_correlation",
+    "evaluation",
     "features",
     "load_base_model",
     "select_parameters",

@@ -99,10 +99,10 @@ class Train:
 
     def run(self) -> int:
         from . import features as feature_data
-        from .evaluation.plots import plot_training_curve  # noqa: F401  (fail early if matplotlib is missing)
+        from .evaluation import encoder_correlation
         from .gradients import GradientEngine, parse_layers
         from .modeling_gradiend import GradiendModel
-        from .training import GradiendTrainer, TrainingArguments, pearson
+        from .training import GradiendTrainer, TrainingArguments
         from .zoo import EMBEDDED_MODELS, load_base_model
 
         started = time.time()
@@ -135,16 +135,14 @@ class Train:
             "train_seconds": round(result.seconds, 1),
         }
         if self.test_examples and feature.test:
-            test = trainer._usable(feature.test, "test")[: self.test_examples]
+            test = trainer.usable_examples(feature.test, "test")[: self.test_examples]
             engine = GradientEngine(base, tokenizer, model.config.param_names, lm_kind=model.config.lm_kind)
-            h = model.encode_examples(engine, test, progress=not self.quiet)[:, 0]
-            labels = [1.0 if e.label == model.config.positive_class else -1.0 for e in test]
-            import torch
-
-            summary["test_pearson_r"] = round(pearson(h, torch.tensor(labels)), 4)
+            correlation = encoder_correlation(model, engine, test, progress=not self.quiet)
+            summary["test_pearson_r"] = round(correlation.pearson_r, 4)
+            summary["test_mean_h"] = {k: round(v, 4) for k, v in correlation.mean_h.items()}
             summary["test_examples"] = len(test)
         summary["total_seconds"] = round(time.time() - started, 1)
-        if trainer.accelerator.is_main_process:
+        if trainer.state.is_main_process:
             (Path(self.out) / "results.json").write_text(json.dumps(summary, indent=2))
             print(json.dumps(summary, indent=2))
             print(f"Saved to {self.out} (load with AutoModel.from_pretrained({self.out!r}) after `import gradiend_hf`).")

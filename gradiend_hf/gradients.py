@@ -69,8 +69,9 @@ def select_parameters(
 
     Args:
         model: the base language model.
-        patterns: `fnmatch` globs over full parameter names, e.g. `"model.layers.*.mlp.down_proj.weight"`. Default:
-            every transformer-block parameter (names with a block index), never the LM head.
+        patterns: `fnmatch` globs over full parameter names, e.g. `"model.layers.*.mlp.down_proj.weight"` (`*` also
+            matches dots, so `"*.output.dense.weight"` matches at any depth). Default: every transformer-block
+            parameter (names with a block index), never the LM head.
         layers: keep only block parameters whose block index is in `layers`.
         include_embeddings: with the default selection, also take the embedding tables.
 
@@ -279,6 +280,16 @@ class GradientPair:
     counterfactual_logprob: torch.Tensor
 
 
+def _unscaled(gradients: Sequence[torch.Tensor], scale: float) -> list[torch.Tensor]:
+    """Gradients in fp32, divided by the loss scale, checked for overflow."""
+    out = [g.float() / scale if scale != 1.0 else g.float() for g in gradients]
+    if scale != 1.0 and not all(bool(torch.isfinite(g).all()) for g in out):
+        raise FloatingPointError(
+            f"A gradient overflowed with loss scale {scale}; use bf16 mixed precision or a smaller scale."
+        )
+    return out
+
+
 @contextlib.contextmanager
 def _scored_positions_only(model: nn.Module, positions: torch.Tensor) -> Iterator[dict[str, bool]]:
     """Run the LM head only on the hidden state of one position per row (a 262k-word head is expensive)."""
@@ -373,13 +384,18 @@ class GradientEngine:
         return self.slots(examples).to(self.device)
 
     def gradients(self, examples: Sequence[SlotExample] | SlotBatch, *, source: SourceMode = "factual",
-                  autocast: contextlib.AbstractContextManager | None = None) -> GradientPair:
+                  autocast: contextlib.AbstractContextManager | None = None, grad_scale: float = 1.0) -> GradientPair:
         """∇ of the mean LM loss over the batch: `source` (∇+, ∇− or ∇±) and the target ∇±, from one forward pass.
 
         Args:
             examples: slot examples (usually all of one class) or an already tokenised batch.
             source: `"factual"` (∇+), `"counterfactual"` (∇−) or `"diff"` (∇±).
-            autocast: optional context manager for mixed precision (e.g. `accelerator.autocast()`).
+            autocast: optional context manager for mixed precision (e.g. `torch.autocast("cuda", torch.bfloat16)`).
+            grad_scale: differentiate `grad_scale * loss` and divide the gradients by it again, so that fp16
+                gradients do not underflow; the result is the gradient of the loss itself.
+
+        Raises:
+            FloatingPointError: a gradient is not finite (fp16 overflow: use bf16 or a smaller `grad_scale`).
         """
         if source not in ("factual", "counterfactual", "diff"):
             raise ValueError(f"`source` must be 'factual', 'counterfactual' or 'diff', got {source!r}.")
@@ -393,11 +409,11 @@ class GradientEngine:
             lp_c = logprobs[rows, batch.counterfactual_ids]
             loss_f, loss_c = -lp_f.mean(), -lp_c.mean()
             if source == "diff":
-                diff = torch.autograd.grad(loss_f - loss_c, tensors)
+                diff = _unscaled(torch.autograd.grad((loss_f - loss_c) * grad_scale, tensors), grad_scale)
                 src = tgt = dict(zip(names, diff))
             else:
-                g_f = torch.autograd.grad(loss_f, tensors, retain_graph=True)
-                g_c = torch.autograd.grad(loss_c, tensors)
+                g_f = _unscaled(torch.autograd.grad(loss_f * grad_scale, tensors, retain_graph=True), grad_scale)
+                g_c = _unscaled(torch.autograd.grad(loss_c * grad_scale, tensors), grad_scale)
                 tgt = {n: f - c for n, f, c in zip(names, g_f, g_c)}
                 src = dict(zip(names, g_f if source == "factual" else g_c))
         return GradientPair(src, tgt, lp_f.detach(), lp_c.detach())

@@ -29,10 +29,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .errors import TrainingError
+from .evaluation.encoder import encoder_correlation
 from .gradients import GradientEngine, drop_multi_token_examples
 from .modeling_gradiend import GradiendModel
 
 logger = logging.getLogger(__name__)
+
+# fp16 gradients of small LM losses underflow; a static scale keeps them representable (bf16 needs none).
+_FP16_GRAD_SCALE = 1024.0
 
 LOG_NAME = "training_log.jsonl"
 CURVE_NAME = "training_curve.png"
@@ -129,14 +133,6 @@ class TrainingResult:
     interrupted: bool = False
 
 
-def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Pearson correlation of two 1-d tensors (0.0 when either is constant)."""
-    x, y = x.double().flatten(), y.double().flatten()
-    x, y = x - x.mean(), y - y.mean()
-    denominator = x.norm() * y.norm()
-    return float((x @ y) / denominator) if denominator > 0 else 0.0
-
-
 class _StopRequest:
     """First Ctrl-C asks the loop to stop after the current step (and checkpoint); a second one interrupts."""
 
@@ -183,16 +179,16 @@ class GradiendTrainer:
     """
 
     def __init__(self, model: GradiendModel, base_model, tokenizer, feature, args: TrainingArguments | None = None):
-        from accelerate import Accelerator
+        from accelerate import PartialState
 
         self.args = args or TrainingArguments()
         self.model = model
         self.base_model = base_model
         self.feature = feature
+        # accelerate's process state knows rank, world size and device under torchrun (gloo on CPU, NCCL on GPUs).
         multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        cpu = self.args.use_cpu or (multi_process and not torch.cuda.is_available())
-        self.accelerator = Accelerator(mixed_precision=self.args.mixed_precision, cpu=cpu)
-        self.device = self.accelerator.device
+        self.state = PartialState(cpu=multi_process and not torch.cuda.is_available())
+        self.device = torch.device("cpu") if self.args.use_cpu else self.state.device
         model.check_base_model(base_model)
         self.base_model.to(self.device)
         self.model.to(self.device)
@@ -206,12 +202,12 @@ class GradiendTrainer:
             )
         self.classes = [model.config.positive_class, model.config.negative_class]
         self.train_pools = self._usable_pools(feature.train, "train")
-        validation = self._usable(feature.validation, "validation")
+        validation = self.usable_examples(feature.validation, "validation")
         self.validation = self._balanced_subset(validation, self.args.eval_max_examples)
         if not self.validation:
             raise TrainingError("The feature has no usable validation examples; the trainer needs some to select "
                                 "the best checkpoint.")
-        world = self.accelerator.num_processes
+        world = self.state.num_processes
         if self.args.batch_size % world:
             raise TrainingError(
                 f"`batch_size` ({self.args.batch_size}) must be divisible by the number of processes ({world})."
@@ -219,7 +215,8 @@ class GradiendTrainer:
         self.output_dir = Path(self.args.output_dir) if self.args.output_dir else None
 
     # -- data ----------------------------------------------------------------------------------------------------------
-    def _usable(self, examples: Sequence, split: str) -> list:
+    def usable_examples(self, examples: Sequence, split: str) -> list:
+        """The examples whose target words are single tokens (the others are dropped with a warning)."""
         kept, dropped = drop_multi_token_examples(list(examples), self.engine.slots)
         if dropped:
             logger.warning("Dropped %d of %d %s examples whose target words are not single tokens.", dropped,
@@ -227,7 +224,7 @@ class GradiendTrainer:
         return kept
 
     def _usable_pools(self, examples: Sequence, split: str) -> dict[str, list]:
-        kept = self._usable(examples, split)
+        kept = self.usable_examples(examples, split)
         pools = {c: [e for e in kept if e.label == c] for c in self.classes}
         for cls, pool in pools.items():
             if not pool:
@@ -259,26 +256,34 @@ class GradiendTrainer:
         return cls, [pool[i] for i in indices]
 
     def _local_slice(self, batch: list) -> list:
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        world, rank = self.state.num_processes, self.state.process_index
         per = len(batch) // world
         return batch[rank * per: (rank + 1) * per]
 
     # -- gradients and one step ----------------------------------------------------------------------------------------
     def _mean_across_processes(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.accelerator.num_processes == 1:
+        if self.state.num_processes == 1:
             return tensors
         flat = torch.cat([t.reshape(-1).float() for t in tensors.values()])
         torch.distributed.all_reduce(flat)
-        flat /= self.accelerator.num_processes
+        flat /= self.state.num_processes
         out, offset = {}, 0
         for name, tensor in tensors.items():
             out[name] = flat[offset: offset + tensor.numel()].view_as(tensor)
             offset += tensor.numel()
         return out
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the base model's forward pass (`mixed_precision`); the GRADIEND stays in fp32."""
+        if self.args.mixed_precision == "no":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.args.mixed_precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
     def training_step(self, optimizer: torch.optim.Optimizer, examples: list) -> float:
         """One GRADIEND update from a batch of texts of one class; returns the reconstruction loss."""
-        pair = self.engine.gradients(examples, source=self.model.config.source, autocast=self.accelerator.autocast())
+        pair = self.engine.gradients(examples, source=self.model.config.source, autocast=self.autocast(),
+                                     grad_scale=_FP16_GRAD_SCALE if self.args.mixed_precision == "fp16" else 1.0)
         source = self._mean_across_processes(pair.source)
         target = source if pair.target is pair.source else self._mean_across_processes(pair.target)
         self.model.train()
@@ -291,10 +296,8 @@ class GradiendTrainer:
     @torch.no_grad()
     def validate(self) -> tuple[float, dict[str, float]]:
         """Pearson r of the encoded validation texts with their class (+1 / −1), and the mean h per class."""
-        h = self.model.encode_examples(self.engine, self.validation, batch_size=self.args.eval_batch_size)[:, 0]
-        labels = torch.tensor([1.0 if e.label == self.classes[0] else -1.0 for e in self.validation])
-        means = {c: float(h[labels == (1.0 if c == self.classes[0] else -1.0)].mean()) for c in self.classes}
-        return pearson(h.cpu(), labels), means
+        result = encoder_correlation(self.model, self.engine, self.validation, batch_size=self.args.eval_batch_size)
+        return result.pearson_r, result.mean_h
 
     # -- checkpoints ---------------------------------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.AdamW:
@@ -302,7 +305,7 @@ class GradiendTrainer:
                                  weight_decay=self.args.weight_decay)
 
     def _save_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        if not self.accelerator.is_main_process:
+        if not self.state.is_main_process:
             return
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -323,7 +326,7 @@ class GradiendTrainer:
         return state
 
     def _prepare_output_dir(self, resume: bool) -> None:
-        if self.output_dir is None or not self.accelerator.is_main_process:
+        if self.output_dir is None or not self.state.is_main_process:
             return
         if self.output_dir.exists() and any(self.output_dir.iterdir()) and not resume:
             if not self.args.overwrite_output_dir:
@@ -338,7 +341,7 @@ class GradiendTrainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.output_dir is not None and self.accelerator.is_main_process:
+        if self.output_dir is not None and self.state.is_main_process:
             with open(self.output_dir / LOG_NAME, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
@@ -374,10 +377,10 @@ class GradiendTrainer:
         result = TrainingResult(best.seed, best.best_step, abs(best.best_correlation), results,
                                 time.time() - started, self.args.output_dir)
         self._record_provenance(result)
-        if self.output_dir is not None and self.accelerator.is_main_process:
+        if self.output_dir is not None and self.state.is_main_process:
             self.model.save_pretrained(self.output_dir)
             self._plot()
-        self.accelerator.wait_for_everyone()
+        self.state.wait_for_everyone()
         return result
 
     def _train_seed(self, seed: int, resume: bool, stop: _StopRequest):
@@ -395,7 +398,7 @@ class GradiendTrainer:
             if state.get("finished"):
                 return SeedResult(seed, best_step, best_r, step), best_state, False
         bar = tqdm(total=args.max_steps, initial=step, desc=f"GRADIEND seed {seed}", dynamic_ncols=True,
-                   disable=not args.progress_bar or not self.accelerator.is_main_process)
+                   disable=not args.progress_bar or not self.state.is_main_process)
         interrupted = False
         while step < args.max_steps:
             step += 1
@@ -410,7 +413,7 @@ class GradiendTrainer:
                 if abs(r) > abs(best_r) or best_step == 0:
                     best_r, best_step, patience = r, step, 0
                     best_state = _clone_state(self.model)
-                    if seed_dir is not None and self.accelerator.is_main_process:
+                    if seed_dir is not None and self.state.is_main_process:
                         _save_weights(self.model, seed_dir / BEST_CHECKPOINT)
                 else:
                     patience += 1
@@ -455,14 +458,14 @@ class GradiendTrainer:
             "best_step": result.best_step,
             "validation_pearson_r": round(result.best_correlation, 4),
             "train_seconds": round(result.seconds, 1),
-            "processes": self.accelerator.num_processes,
+            "processes": self.state.num_processes,
             "gradiend_hf": __version__,
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         }
 
     def _plot(self) -> None:
-        from .evaluation.plots import plot_training_curve
+        from .evaluation.plots import plot_training_curve  # matplotlib only when a curve is drawn
 
         plot_training_curve(self.output_dir / LOG_NAME, self.output_dir / CURVE_NAME)
 
@@ -532,5 +535,5 @@ def train_gradiend(base_model, tokenizer, feature, *, params: Sequence[str] | No
     return model, result
 
 
-__all__ = ["GradiendTrainer", "SeedResult", "TrainingArguments", "TrainingResult", "pearson", "train_gradiend"]
+__all__ = ["GradiendTrainer", "SeedResult", "TrainingArguments", "TrainingResult", "train_gradiend"]
 

@@ -20,9 +20,9 @@ def main(model_dir: str, out_file: str) -> None:
     args = TrainingArguments(max_steps=6, eval_steps=3, batch_size=4, learning_rate=1e-3, progress_bar=False)
     trainer = GradiendTrainer(model, base, tokenizer, feature, args)
     result = trainer.train()
-    if trainer.accelerator.is_main_process:
+    if trainer.state.is_main_process:
         tensors = {k: v.detach().contiguous() for k, v in trainer.model.state_dict().items()}
-        tensors["__processes__"] = torch.tensor([trainer.accelerator.num_processes])
+        tensors["__processes__"] = torch.tensor([trainer.state.num_processes])
         tensors["__best_step__"] = torch.tensor([result.best_step])
         save_file(tensors, out_file)
 

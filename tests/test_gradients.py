@@ -196,3 +196,14 @@ def test_parse_layers():
 def test_engine_refuses_unknown_parameters(llama, bpe):
     with pytest.raises(ParameterSelectionError, match="has no parameter `bert.encoder"):
         GradientEngine(llama, bpe, ["bert.encoder.layer.0.output.dense.weight"])
+
+
+def test_grad_scale_returns_the_unscaled_gradient(llama, bpe):
+    engine = GradientEngine(llama, bpe, list(select_parameters(llama)))
+    plain = engine.gradients(EXAMPLES)
+    scaled = engine.gradients(EXAMPLES, grad_scale=1024.0)
+    for name in plain.source:
+        torch.testing.assert_close(scaled.source[name], plain.source[name], rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(scaled.target[name], plain.target[name], rtol=1e-5, atol=1e-9)
+    with pytest.raises(FloatingPointError, match="overflowed"):
+        engine.gradients(EXAMPLES, grad_scale=1e38)

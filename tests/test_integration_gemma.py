@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gradiend_hf as gh
-from gradiend_hf.training import pearson
+from gradiend_hf.evaluation import pearson
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,18 @@ def gender():
 
 
 def test_engine_gradient_equals_plain_backward_on_gemma(gemma, gender):
+    # In float32 the two computations differ by ~1e-4 on Gemma (different kernels and sequence lengths, and a
+    # numerically sensitive model); in float64 they agree to round-off, which shows the maths is the same.
     model, tokenizer = gemma
+    model.double()
+    try:
+        _compare_with_plain_backward(model, tokenizer, gender, tolerance=1e-10)
+    finally:
+        model.float()  # float32 -> float64 -> float32 is exact: the shared model is unchanged
+    _compare_with_plain_backward(model, tokenizer, gender, tolerance=1e-3)
+
+
+def _compare_with_plain_backward(model, tokenizer, gender, tolerance):
     names = ["model.layers.5.mlp.down_proj.weight", "model.layers.17.self_attn.o_proj.weight"]
     examples = [gender.train[0], gender.train[-1]]
     pair = gh.GradientEngine(model, tokenizer, names).gradients(examples, source="factual")
@@ -49,8 +60,9 @@ def test_engine_gradient_equals_plain_backward_on_gemma(gemma, gender):
     try:
         model(input_ids=input_ids, attention_mask=attention, labels=labels).loss.backward()
         for name in names:
-            error = (pair.source[name] - params[name].grad).norm() / params[name].grad.norm()
-            assert float(error) <= 1e-5, (name, float(error))
+            reference = params[name].grad.to(pair.source[name].dtype)
+            error = (pair.source[name] - reference).norm() / reference.norm()
+            assert float(error) <= tolerance, (name, float(error))
     finally:
         for name in names:
             params[name].grad = None
@@ -64,7 +76,8 @@ def test_short_training_separates_gender_on_held_out_names(gemma, gender, tmp_pa
                                 progress_bar=False)
     result = gh.GradiendTrainer(gradiend, model, tokenizer, gender, args).train()
     assert result.best_correlation > 0.85
-    test = gender.test[:: max(1, len(gender.test) // 32)]
+    by_class = gender.by_class("test")
+    test = by_class["female"][::12][:16] + by_class["male"][::12][:16]  # 32 held-out texts, both classes
     engine = gh.GradientEngine(model, tokenizer, gradiend.config.param_names)
     h = gradiend.encode_examples(engine, test)[:, 0]
     labels = torch.tensor([gender.label_value(e.label) for e in test])

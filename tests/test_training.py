@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from gradiend_hf import GradiendModel, GradiendTrainer, TrainingArguments, TrainingError
-from gradiend_hf.training import BEST_CHECKPOINT, CURVE_NAME, LAST_CHECKPOINT, LOG_NAME, pearson
+from gradiend_hf.evaluation import pearson
+from gradiend_hf.training import BEST_CHECKPOINT, CURVE_NAME, LAST_CHECKPOINT, LOG_NAME
 from tiny_models import tiny_gender_feature, tiny_llama
 
 
@@ -167,7 +168,7 @@ def test_bf16_autocast_runs_and_keeps_fp32_gradients(bpe, feature):
     # Mixed precision is meant for GPUs; CPU autocast exercises the same code path here.
     trainer = _trainer(bpe, feature, max_steps=2, eval_steps=2, mixed_precision="bf16", use_cpu=True)
     _, batch = trainer.batch_for_step(0, 1)
-    pair = trainer.engine.gradients(batch, autocast=trainer.accelerator.autocast())
+    pair = trainer.engine.gradients(batch, autocast=trainer.autocast())
     assert all(g.dtype == torch.float32 for g in pair.source.values())
     exact = trainer.engine.gradients(batch)
     name = next(iter(pair.source))

