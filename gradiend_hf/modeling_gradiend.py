@@ -156,11 +156,15 @@ class GradiendPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, model_card: bool = True, **kwargs):
         """Save config and sharded safetensors like any transformers model, plus our model card.
 
-        A `README.md` already in `save_directory` is kept: a card the user edited is never overwritten.
+        A `README.md` that gradiend_hf did not write (no marker line) is kept: a card the user wrote or edited is
+        never overwritten; our own card is refreshed.
         """
+        from .hub import CARD_MARKER
+
         super().save_pretrained(save_directory, *args, **kwargs)
         card_path = Path(save_directory) / MODEL_CARD_NAME
-        if model_card and not card_path.exists() and not kwargs.get("push_to_hub", False):
+        ours = not card_path.exists() or CARD_MARKER in card_path.read_text(encoding="utf-8", errors="replace")
+        if model_card and ours and not kwargs.get("push_to_hub", False):
             self.model_card().save(card_path)
 
     def model_card(self, repo_id: str | None = None, tags: list[str] | None = None):
@@ -181,7 +185,7 @@ class GradiendPreTrainedModel(PreTrainedModel):
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
                     token: bool | str | None = None, revision: str | None = None, create_pr: bool = False,
-                    max_shard_size: int | str | None = "5GB", tags: list[str] | None = None, **kwargs) -> Any:
+                    max_shard_size: int | str | None = "5GB", tags: list[str] | None = None) -> Any:
         """Upload weights, config and our model card (not transformers' generic one) to the Hub.
 
         A README on the Hub that gradiend_hf did not write is kept.
@@ -462,7 +466,7 @@ def _download_checkpoint(repo_id: str, kwargs: dict[str, Any]) -> Path:
             local_files_only=kwargs.get("local_files_only", False),
             allow_patterns=[CONFIG_NAME, "*.safetensors", SAFETENSORS_INDEX_FILE],
         )
-    except (HfHubHTTPError, LocalEntryNotFoundError, ValueError) as error:
+    except (HfHubHTTPError, LocalEntryNotFoundError, ValueError, OSError) as error:
         raise GradiendLoadError(
             f"Could not fetch a GRADIEND model from `{repo_id}`: it is neither a local folder nor a reachable Hub "
             f"repository ({type(error).__name__}: {error}). Check the path or repo id, or log in for private repos."

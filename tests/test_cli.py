@@ -3,6 +3,8 @@
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
@@ -34,8 +36,9 @@ def _train(tiny_folder, feature_file, out, *extra):
 
 
 def test_entry_point_is_installed():
-    gradiend = shutil.which("gradiend")
-    assert gradiend, "the `gradiend` console script is not installed"
+    # the console script sits next to this interpreter (the virtual environment need not be activated)
+    gradiend = shutil.which("gradiend", path=str(Path(sys.executable).parent))
+    assert gradiend, f"the `gradiend` console script is not installed next to {sys.executable}"
     run = subprocess.run([gradiend, "--help"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "train" in run.stdout and "models" in run.stdout
 

@@ -85,7 +85,7 @@ def test_initialisation_follows_the_paper():
     m = w_e.abs().max()
     for tensor in (model.decoder.weights[0], model.decoder.biases[0]):
         assert tensor.abs().max() <= m and tensor.abs().max() > 0.95 * m  # U(-m, m), m = max|W_e|
-        assert abs(float(tensor.mean())) < 0.05 * float(m)
+        assert abs(float(tensor.detach().mean())) < 0.05 * float(m)
     # reset_parameters with a seed is reproducible
     model.reset_parameters(3)
     first = {k: v.clone() for k, v in model.state_dict().items()}
@@ -249,3 +249,16 @@ def test_pickled_weights_are_never_read(llama, tmp_path):
 
 def test_gradiend_model_is_exported():
     assert gh.GradiendModel is GradiendModel and "GradiendModel" in gh.__all__
+
+
+def test_save_refreshes_our_own_card(llama, tmp_path):
+    model = GradiendModel.for_base_model(llama, params=["model.layers.0.*"], feature=FEATURE)
+    model.save_pretrained(tmp_path)
+    model.config.training = {"best_step": 42}
+    model.save_pretrained(tmp_path)
+    assert "best_step | 42" in (tmp_path / "README.md").read_text()
+
+
+def test_unknown_repo_or_path_fails_clearly(tmp_path):
+    with pytest.raises(GradiendLoadError, match="neither a local folder nor a reachable Hub repository"):
+        GradiendModel.from_pretrained(str(tmp_path / "no-such-folder"))
