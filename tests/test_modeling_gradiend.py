@@ -82,7 +82,7 @@ def test_initialisation_follows_the_paper():
     w_e = model.encoder.weights[0]
     assert w_e.abs().max() <= bound and w_e.abs().max() > 0.95 * bound  # U(-1/sqrt(n), 1/sqrt(n))
     assert model.encoder.bias.abs().max() <= bound
-    m = w_e.abs().max()
+    m = w_e.detach().abs().max()
     for tensor in (model.decoder.weights[0], model.decoder.biases[0]):
         assert tensor.abs().max() <= m and tensor.abs().max() > 0.95 * m  # U(-m, m), m = max|W_e|
         assert abs(float(tensor.detach().mean())) < 0.05 * float(m)
