@@ -489,7 +489,9 @@ def _read_safetensors_header(path: Path) -> dict[str, Any]:
         try:
             header = json.loads(handle.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise GradiendLoadError(f"`{path}` is corrupt: its safetensors header is not valid JSON ({error}).")
+            raise GradiendLoadError(
+                f"`{path}` is corrupt: its safetensors header is not valid JSON ({error})."
+            ) from error
     end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
     if 8 + header_len + end != size:
         raise GradiendLoadError(

@@ -39,7 +39,7 @@ def _compare_with_plain_backward(model, tokenizer, gender, tolerance):
     names = ["model.layers.5.mlp.down_proj.weight", "model.layers.17.self_attn.o_proj.weight"]
     examples = [gender.train[0], gender.train[-1]]
     pair = gh.GradientEngine(model, tokenizer, names).gradients(examples, source="factual")
-    rows, targets = [], []
+    rows = []
     for example in examples:
         context = example.prefix.rstrip()
         target = tokenizer(context + " " + example.factual, add_special_tokens=False)["input_ids"][-1]

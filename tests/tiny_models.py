@@ -79,7 +79,7 @@ def tiny_bert(vocab_size: int, seed: int = 0) -> BertForMaskedLM:
 
 def tiny_gender_feature():
     """A small two-class feature whose targets (" she" / " he") are single tokens of `bpe_tokenizer()`."""
-    from gradiend_hf.features import FeatureDataset, FeatureExample
+    from gradiend_hf.features import FeatureDataset
 
     names = {"female": ["Mary", "Anna", "Emma", "Sara", "Lucy", "Alice"],
              "male": ["John", "Peter", "James", "Tom", "Paul", "Mark"]}
