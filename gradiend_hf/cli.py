@@ -100,7 +100,7 @@ class Train:
     def run(self) -> int:
         from . import features as feature_data
         from .evaluation import encoder_correlation
-        from .gradients import GradientEngine, parse_layers
+        from .gradients import parse_layers
         from .modeling_gradiend import GradiendModel
         from .training import GradiendTrainer, TrainingArguments
         from .zoo import EMBEDDED_MODELS, load_base_model
@@ -136,8 +136,7 @@ class Train:
         }
         if self.test_examples and feature.test:
             test = trainer.usable_examples(feature.test, "test")[: self.test_examples]
-            engine = GradientEngine(base, tokenizer, model.config.param_names, lm_kind=model.config.lm_kind)
-            correlation = encoder_correlation(model, engine, test, progress=not self.quiet)
+            correlation = encoder_correlation(model, trainer.engine, test, progress=not self.quiet)
             summary["test_pearson_r"] = round(correlation.pearson_r, 4)
             summary["test_mean_h"] = {k: round(v, 4) for k, v in correlation.mean_h.items()}
             summary["test_examples"] = len(test)

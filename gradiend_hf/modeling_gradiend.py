@@ -408,11 +408,12 @@ class GradiendModel(GradiendPreTrainedModel):
         # Similar lengths in one batch waste less compute on padding; the result keeps the input order.
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].text))
         out = torch.empty(len(examples), self.config.latent_size)
+        bias = self.encoder.bias.detach().float().cpu()
         starts = range(0, len(examples), batch_size)
         for start in tqdm(starts, desc="encoding", disable=not progress, leave=False):
             rows = order[start: start + batch_size]
             z = engine.directional_derivatives([examples[i] for i in rows], directions, source=self.config.source)
-            out[rows] = self._act(z.cpu() + self.encoder.bias.detach().float().cpu())
+            out[rows] = self._act(z.cpu() + bias)
         return out
 
     @torch.no_grad()

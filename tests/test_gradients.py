@@ -6,45 +6,13 @@ import torch
 from gradiend_hf import GradientEngine, ParameterSelectionError, TargetTokenizationError, select_parameters
 from gradiend_hf.features import FeatureExample
 from gradiend_hf.gradients import SlotTokenizer, drop_multi_token_examples, layer_index, parse_layers
+from reference_gradients import plain_backward_gradients
 
 EXAMPLES = [
     FeatureExample("Mary said that [MASK] would come home before he left.", "she", "he", "female"),
     FeatureExample("John explained the vision as best [MASK] could to everyone.", "he", "she", "male"),
     FeatureExample("Anna smiled because [MASK] knew the answer.", "she", "he", "female"),
 ]
-
-
-def _reference_gradient(kind, model, tokenizer, examples, word, names):
-    """Plain HF: build inputs with the target in place, label only that position, `loss.backward()`."""
-    model.zero_grad(set_to_none=True)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    rows, labels_at = [], []
-    for example in examples:
-        target = getattr(example, word)
-        context = example.prefix.rstrip()
-        # the target token: the last token of "context target" (single-token words)
-        target_id = tokenizer(context + " " + target, add_special_tokens=False)["input_ids"][-1]
-        if kind == "bert":
-            ids = tokenizer(context + " " + tokenizer.mask_token + example.suffix)["input_ids"]
-            position = ids.index(tokenizer.mask_token_id)
-            rows.append(ids)
-            labels_at.append((position, target_id))
-        else:
-            # the causal LM sees the prefix and then the target: HF shifts the labels itself
-            ids = tokenizer(context)["input_ids"] + [target_id]
-            rows.append(ids)
-            labels_at.append((len(ids) - 1, target_id))
-    width = max(len(r) for r in rows)
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    labels = torch.full_like(input_ids, -100)
-    for i, (ids, (position, target_id)) in enumerate(zip(rows, labels_at)):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        labels[i, position] = target_id
-    model(input_ids=input_ids, attention_mask=attention, labels=labels).loss.backward()
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if n in names}
 
 
 def _assert_close_gradients(ours, reference):
@@ -63,8 +31,9 @@ def test_gradients_equal_plain_backward(lm_and_tokenizer, source):
     kind, model, tokenizer = lm_and_tokenizer
     names = list(select_parameters(model))
     pair = GradientEngine(model, tokenizer, names).gradients(EXAMPLES, source=source)
-    factual = _reference_gradient(kind, model, tokenizer, EXAMPLES, "factual", names)
-    counterfactual = _reference_gradient(kind, model, tokenizer, EXAMPLES, "counterfactual", names)
+    masked = kind == "bert"
+    factual = plain_backward_gradients(model, tokenizer, EXAMPLES, "factual", names, masked=masked)
+    counterfactual = plain_backward_gradients(model, tokenizer, EXAMPLES, "counterfactual", names, masked=masked)
     diff = {n: factual[n] - counterfactual[n] for n in names}
     expected_source = {"factual": factual, "counterfactual": counterfactual, "diff": diff}[source]
     _assert_close_gradients(pair.source, expected_source)

@@ -9,6 +9,7 @@ import torch
 
 import gradiend_hf as gh
 from gradiend_hf.evaluation import pearson
+from reference_gradients import plain_backward_gradients
 
 pytestmark = pytest.mark.integration
 
@@ -39,33 +40,11 @@ def _compare_with_plain_backward(model, tokenizer, gender, tolerance):
     names = ["model.layers.5.mlp.down_proj.weight", "model.layers.17.self_attn.o_proj.weight"]
     examples = [gender.train[0], gender.train[-1]]
     pair = gh.GradientEngine(model, tokenizer, names).gradients(examples, source="factual")
-    rows = []
-    for example in examples:
-        context = example.prefix.rstrip()
-        target = tokenizer(context + " " + example.factual, add_special_tokens=False)["input_ids"][-1]
-        rows.append(tokenizer(context)["input_ids"] + [target])
-    width = max(map(len, rows))
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    labels = torch.full_like(input_ids, -100)
-    for i, ids in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        labels[i, len(ids) - 1] = ids[-1]
-    params = dict(model.named_parameters())
-    for p in model.parameters():
-        p.requires_grad_(False)
+    reference = plain_backward_gradients(model, tokenizer, examples, "factual", names, masked=False)
     for name in names:
-        params[name].requires_grad_(True)
-    try:
-        model(input_ids=input_ids, attention_mask=attention, labels=labels).loss.backward()
-        for name in names:
-            reference = params[name].grad.to(pair.source[name].dtype)
-            error = (pair.source[name] - reference).norm() / reference.norm()
-            assert float(error) <= tolerance, (name, float(error))
-    finally:
-        for name in names:
-            params[name].grad = None
+        expected = reference[name].to(pair.source[name].dtype)
+        error = (pair.source[name] - expected).norm() / expected.norm()
+        assert float(error) <= tolerance, (name, float(error))
 
 
 def test_short_training_separates_gender_on_held_out_names(gemma, gender, tmp_path):
