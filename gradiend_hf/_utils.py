@@ -1,9 +1,12 @@
-"""Small helpers shared by several modules: dtype names and file hashing."""
+"""Small helpers shared by several modules: dtype names, file hashing, safetensors headers."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,3 +43,34 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 22) -> str:
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_safetensors_header(path: Path, error_class: type[Exception]) -> dict[str, Any]:
+    """The JSON header of a safetensors file, after checking that the file is as long as the header says.
+
+    Lets loaders compare names and shapes with a config before reading any tensor, and name the file when it is
+    truncated or corrupt. Raises `error_class` with a message saying what is wrong and what to do.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise error_class(f"`{path}` is truncated: it has {size} bytes, too few for a safetensors header.")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > min(size - 8, 100_000_000):
+            raise error_class(
+                f"`{path}` is corrupt: its header claims {header_len} bytes but the file has {size}. Re-save or "
+                f"re-download it."
+            )
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise error_class(f"`{path}` is corrupt: its safetensors header is not valid JSON ({error}).") from error
+    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        raise error_class(
+            f"`{path}` is truncated or corrupt: its header describes {8 + header_len + end} bytes but the file has "
+            f"{size}. Re-save or re-download it."
+        )
+    return header

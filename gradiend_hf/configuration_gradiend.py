@@ -59,6 +59,12 @@ class GradiendConfig(PreTrainedConfig):
             Revision (branch, tag or commit) of the base model on the Hub.
         base_model_type (`str`, *optional*):
             `model_type` of the base model's config (e.g. `"gemma3_text"`), for provenance checks.
+        base_model_fingerprint (`str`, *optional*):
+            Hash of the base weights of the selected parameters (rounded to bf16), passed on to delta adapters so that
+            applying one to other weights warns.
+        param_modules (`dict`, *optional*):
+            Per selected parameter, the base module that owns it (`module`, `type`, `param`, `bias`); PEFT exports of
+            the decoded update need to know Linear layers from other modules.
         lm_kind (`str`, *optional*, defaults to `"causal"`):
             `"masked"` (the target slot is masked) or `"causal"` (the prefix before the slot is fed).
         param_names (`list[str]`):
@@ -83,6 +89,9 @@ class GradiendConfig(PreTrainedConfig):
             Number of feature neurons.
         training (`dict`, *optional*):
             Training provenance (steps, seed, data, validation correlation, library versions).
+        results (`dict`, *optional*):
+            Measured results for the model card: `eval_results` (rows of `huggingface_hub.EvalResult` fields, shown by
+            the Hub as `model-index`) and `markdown` (a results section).
         gradiend_hf_version (`str`, *optional*):
             Version of gradiend_hf that wrote the config.
 
@@ -101,6 +110,8 @@ class GradiendConfig(PreTrainedConfig):
     base_model_name_or_path: str | None = None
     base_model_revision: str | None = None
     base_model_type: str | None = None
+    base_model_fingerprint: str | None = None
+    param_modules: dict[str, Any] | None = None
     lm_kind: LMKind = "causal"
     param_names: list[str] | None = None
     param_shapes: list[list[int]] | None = None
@@ -112,6 +123,7 @@ class GradiendConfig(PreTrainedConfig):
     activation: Activation = "tanh"
     latent_size: int = 1
     training: dict[str, Any] | None = None
+    results: dict[str, Any] | None = None
     gradiend_hf_version: str | None = None
 
     def __post_init__(self, **kwargs):

@@ -25,6 +25,22 @@ class FeatureDataError(GradiendError, ValueError):
     """Feature examples or files are malformed (no slot, unknown class, missing column...)."""
 
 
+class AdapterCompatibilityError(GradiendError, ValueError):
+    """A delta adapter does not fit a base model (missing parameters, other shapes), or adapters cannot combine."""
+
+
+class AdapterLoadError(GradiendError, OSError):
+    """A folder or repository does not hold a loadable delta adapter (missing, truncated or mismatched files)."""
+
+
+class AdapterExportError(GradiendError, ValueError):
+    """A delta adapter cannot be exported in the requested format (unsupported module, bad rank, no base model)."""
+
+
+class OutputExistsError(GradiendError, FileExistsError):
+    """An output folder already holds files; nothing is written over them unless the caller says overwrite."""
+
+
 class EmbeddedModelError(GradiendError, OSError):
     """An embedded offline model is not installed, or its converted cache is corrupt."""
 
@@ -33,13 +49,27 @@ class TrainingError(GradiendError, RuntimeError):
     """Training cannot start or resume (bad arguments, incompatible checkpoint, existing output)."""
 
 
+class BenchmarkError(GradiendError, ValueError):
+    """A benchmark cannot run as asked (unknown suite or bias type, empty texts, unsupported model, bad data)."""
+
+
+class SearchError(GradiendError, ValueError):
+    """A decoder search cannot run as asked (bad (h*, alpha) grid, unknown criterion, no usable texts)."""
+
+
 __all__ = [
+    "AdapterCompatibilityError",
+    "AdapterExportError",
+    "AdapterLoadError",
+    "BenchmarkError",
     "EmbeddedModelError",
     "FeatureDataError",
     "GradiendConfigError",
     "GradiendError",
     "GradiendLoadError",
+    "OutputExistsError",
     "ParameterSelectionError",
+    "SearchError",
     "TargetTokenizationError",
     "TrainingError",
 ]

@@ -35,12 +35,18 @@ def render_gradiend_card(
     extra_tags: list[str] | None = None,
 ) -> ModelCard:
     """Render the model card of a GRADIEND model from its config (metadata header + Markdown body)."""
+    from huggingface_hub import EvalResult
+
     tags = ["gradiend", "feature-neuron", f"feature:{config.feature_name}", *(extra_tags or [])]
+    results = config.results or {}
+    eval_results = [EvalResult(**row) for row in results.get("eval_results", [])]
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
         base_model=base_model_id,
         license=license,
         tags=sorted(set(tags)),
+        model_name=(repo_id or f"gradiend-{config.feature_name}") if eval_results else None,
+        eval_results=eval_results or None,
     )
     params = list(zip(config.param_names, config.param_shapes))
     return ModelCard.from_template(
@@ -65,7 +71,101 @@ def render_gradiend_card(
         params=params[:_MAX_LISTED_PARAMS],
         params_omitted=max(0, len(params) - _MAX_LISTED_PARAMS),
         license_note=license_note,
+        results_markdown=results.get("markdown"),
     )
+
+
+def render_adapter_card(config: Any, *, repo_id: str | None = None, base_model_id: str | None = None,
+                        license: str | None = None, license_note: str | None = None) -> ModelCard:
+    """Render the card of a delta adapter from its config; measured results become `model-index` eval results."""
+    from huggingface_hub import EvalResult
+
+    feature = config.feature or {}
+    results = config.results or {}
+    tags = ["gradiend", "delta-adapter", *([f"feature:{feature['name']}"] if feature.get("name") else [])]
+    eval_results = [EvalResult(**row) for row in results.get("eval_results", [])]
+    card_data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        base_model=base_model_id,
+        license=license,
+        tags=sorted(set(tags)),
+        model_name=(repo_id or "gradiend-delta-adapter") if eval_results else None,
+        eval_results=eval_results or None,
+    )
+    params = list(zip(config.param_names, config.param_shapes))
+    h = config.h[0] if config.h and len(config.h) == 1 else config.h
+    description = config.description or (
+        f"Moves the `{feature.get('name')}` feature of the base model." if feature.get("name") else
+        "A weight update for the base model.")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(card_template("delta_adapter.md")),
+        repo_id=repo_id or "path/to/this/folder",
+        base_model=base_model_id,
+        base_model_name_or_path=config.base_model_name_or_path or "path/or/id/of/the/base/model",
+        base_model_revision=config.base_model_revision,
+        fingerprint=config.base_model_fingerprint,
+        feature_name=feature.get("name"),
+        classes=feature.get("classes"),
+        gradiend_model=config.gradiend_model,
+        merged_from=config.merged_from,
+        dial=config.dial,
+        h=h,
+        alpha=config.alpha,
+        description=description,
+        num_params=len(params),
+        num_entries=config.num_entries,
+        gradiend_hf_version=config.gradiend_hf_version,
+        params=params[:_MAX_LISTED_PARAMS],
+        params_omitted=max(0, len(params) - _MAX_LISTED_PARAMS),
+        license_note=license_note,
+        results_markdown=results.get("markdown"),
+    )
+
+
+def render_export_card(kind: str, config: Any, report: Any, *, base_model_id: str | None = None) -> str:
+    """The README of a PEFT LoRA / SHiRA export (PEFT's own metadata: `library_name: peft`)."""
+    feature = config.feature or {}
+    card_data = ModelCardData(library_name="peft", base_model=base_model_id,
+                              tags=sorted({"gradiend", "delta-adapter", kind}))
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(card_template("peft_export.md")),
+        kind=kind,
+        kind_title={"lora": "LoRA", "shira": "SHiRA"}[kind],
+        base_model=base_model_id,
+        feature_name=feature.get("name"),
+        num_targets=len(report.ranks),
+        stored_values=report.stored_values,
+        total_relative_error=report.total_relative_error,
+        logits_relative_error=report.logits_relative_error,
+        modules_to_save=report.modules_to_save,
+        dropped=sorted(report.dropped),
+    )
+    return str(card)
+
+
+def download_repo_files(repo_id: str, allow_patterns: list[str], *, error_class: type[Exception], what: str,
+                        revision: str | None = None, cache_dir: str | None = None, token: bool | str | None = None,
+                        force_download: bool = False, local_files_only: bool = False,
+                        subfolder: str | None = None) -> Path:
+    """Fetch the files of a Hub repo that match `allow_patterns` (or find them in the HF cache when offline).
+
+    Raises `error_class` naming the repo when it is neither reachable nor cached.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+                                 force_download=force_download, local_files_only=local_files_only,
+                                 allow_patterns=allow_patterns)
+    except (HfHubHTTPError, LocalEntryNotFoundError, ValueError, OSError) as error:
+        raise error_class(
+            f"Could not fetch {what} from `{repo_id}`: it is neither a local folder nor a reachable Hub repository "
+            f"({type(error).__name__}: {error}). Check the path or repo id, or log in for private repos."
+        ) from error
+    return Path(path, subfolder or "")
 
 
 def _remote_card_is_ours(api: HfApi, repo_id: str, revision: str | None) -> bool:
@@ -113,4 +213,13 @@ def push_folder_with_card(
         )
 
 
-__all__ = ["CARD_MARKER", "LIBRARY_NAME", "card_template", "push_folder_with_card", "render_gradiend_card"]
+__all__ = [
+    "CARD_MARKER",
+    "LIBRARY_NAME",
+    "card_template",
+    "download_repo_files",
+    "push_folder_with_card",
+    "render_adapter_card",
+    "render_export_card",
+    "render_gradiend_card",
+]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,11 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ._utils import read_safetensors_header
 from .configuration_gradiend import GradiendConfig
 from .errors import GradiendLoadError, ParameterSelectionError
+from .adapters import DeltaAdapter, base_fingerprint, describe_modules
+from .adapters.base_model import check_fingerprint
 from .gradients import GradientEngine, select_parameters
 
 CONFIG_NAME = "config.json"
@@ -273,6 +275,8 @@ class GradiendModel(GradiendPreTrainedModel):
             base_model_name_or_path=base_model_name_or_path or getattr(base_model, "name_or_path", None) or None,
             base_model_revision=base_model_revision,
             base_model_type=getattr(base_config, "model_type", None),
+            base_model_fingerprint=base_fingerprint(base_model, list(selected)),
+            param_modules=describe_modules(base_model, list(selected)),
             lm_kind=infer_lm_kind(base_model),
             param_names=list(selected),
             param_shapes=[list(p.shape) for p in selected.values()],
@@ -416,6 +420,36 @@ class GradiendModel(GradiendPreTrainedModel):
             out[rows] = self._act(z.cpu() + bias)
         return out
 
+    def to_adapter(self, *, h: float | Sequence[float], alpha: float, dial: bool = False,
+                   base_model: nn.Module | None = None, description: str | None = None) -> DeltaAdapter:
+        """The decoded update α·dec(h) = α·(h·W_d + b_d) as a [`DeltaAdapter`] for the base model.
+
+        Args:
+            h: the feature value to decode (e.g. the best point of `search_decoder`; the sign picks the class).
+            alpha: the strength (the paper's learning rate α).
+            dial: keep the decoder's direction and offset instead of one fixed update, so that h and α stay knobs
+                when applying (`adapter.applied(base, h=..., alpha=...)`); one file, a continuous feature dial.
+            base_model: the base model, to check the parameters against and record its fingerprint and module types
+                (otherwise those recorded at `for_base_model` are used).
+            description: one line for the adapter's card.
+        """
+        names = self.config.param_names
+        directions = dict(zip(names, (w.detach() for w in self.decoder.weights)))
+        offsets = dict(zip(names, (b.detach() for b in self.decoder.biases)))
+        if base_model is not None:
+            self.check_base_model(base_model)
+            check_fingerprint(base_model, names, self.config.base_model_fingerprint, what="This GRADIEND model",
+                              recorded_base=self.config.base_model_name_or_path)
+        config = self.config
+        feature = {"name": config.feature_name, "classes": list(config.feature_classes),
+                   "positive_class": config.positive_class, "targets": dict(config.feature_targets or {})}
+        return DeltaAdapter.from_decoder(
+            directions, offsets, h=h, alpha=alpha, dial=dial, base_model=base_model,
+            base_model_name_or_path=config.base_model_name_or_path, base_model_revision=config.base_model_revision,
+            base_model_fingerprint=config.base_model_fingerprint, modules=config.param_modules,
+            gradiend_model=self.name_or_path or None, feature=feature, description=description,
+        )
+
     @torch.no_grad()
     def flip_sign(self) -> None:
         """Negate the feature (h -> -h) without changing what any h decodes to; needs an odd activation."""
@@ -454,52 +488,13 @@ def infer_lm_kind(base_model: nn.Module) -> str:
 # -- checkpoint verification (before transformers reads anything) ------------------------------------------------------
 def _download_checkpoint(repo_id: str, kwargs: dict[str, Any]) -> Path:
     """Fetch config and safetensors of a Hub repo (or find them in the HF cache when offline)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from .hub import download_repo_files
 
-    try:
-        path = snapshot_download(
-            repo_id,
-            revision=kwargs.get("revision"),
-            cache_dir=kwargs.get("cache_dir"),
-            token=kwargs.get("token"),
-            force_download=kwargs.get("force_download", False),
-            local_files_only=kwargs.get("local_files_only", False),
-            allow_patterns=[CONFIG_NAME, "*.safetensors", SAFETENSORS_INDEX_FILE],
-        )
-    except (HfHubHTTPError, LocalEntryNotFoundError, ValueError, OSError) as error:
-        raise GradiendLoadError(
-            f"Could not fetch a GRADIEND model from `{repo_id}`: it is neither a local folder nor a reachable Hub "
-            f"repository ({type(error).__name__}: {error}). Check the path or repo id, or log in for private repos."
-        ) from error
-    return Path(path, kwargs.get("subfolder") or "")
-
-
-def _read_safetensors_header(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        raw = handle.read(8)
-        if len(raw) < 8:
-            raise GradiendLoadError(f"`{path}` is truncated: it has {size} bytes, too few for a safetensors header.")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > min(size - 8, 100_000_000):
-            raise GradiendLoadError(
-                f"`{path}` is corrupt: its header claims {header_len} bytes but the file has {size}. Re-save or "
-                f"re-download the model."
-            )
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise GradiendLoadError(
-                f"`{path}` is corrupt: its safetensors header is not valid JSON ({error})."
-            ) from error
-    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
-    if 8 + header_len + end != size:
-        raise GradiendLoadError(
-            f"`{path}` is truncated or corrupt: its header describes {8 + header_len + end} bytes but the file has "
-            f"{size}. Re-save or re-download the model."
-        )
-    return header
+    return download_repo_files(
+        repo_id, [CONFIG_NAME, "*.safetensors", SAFETENSORS_INDEX_FILE], error_class=GradiendLoadError,
+        what="a GRADIEND model", **{k: kwargs.get(k) for k in ("revision", "cache_dir", "token", "subfolder")},
+        force_download=kwargs.get("force_download", False), local_files_only=kwargs.get("local_files_only", False),
+    )
 
 
 def verify_checkpoint(folder: str | os.PathLike) -> GradiendConfig:
@@ -543,7 +538,7 @@ def verify_checkpoint(folder: str | os.PathLike) -> GradiendConfig:
         shard = folder / file_name
         if not shard.is_file():
             raise GradiendLoadError(f"Shard `{file_name}` listed in `{index_path}` is missing from `{folder}`.")
-        for key, info in _read_safetensors_header(shard).items():
+        for key, info in read_safetensors_header(shard, GradiendLoadError).items():
             if key == "__metadata__":
                 continue
             seen.add(key)

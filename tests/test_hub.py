@@ -108,3 +108,17 @@ def test_card_without_embedded_base_has_no_base_model_metadata(llama):
     card = render_gradiend_card(model.config)
     assert "base_model" not in card.data.to_dict()
     assert "`/some/local/folder`" in card.text
+
+
+def test_measured_results_become_model_index_and_a_results_section(llama):
+    model = _model(llama)
+    model.config.results = {
+        "eval_results": [{"task_type": "feature-extraction", "dataset_type": "gradiend-gender",
+                          "dataset_name": "held-out names in held-out templates", "metric_type": "pearsonr",
+                          "metric_name": "encoder Pearson r", "metric_value": 0.998}],
+        "markdown": "| group | mean h |\n|---|---|\n| female | 0.97 |",
+    }
+    card = render_gradiend_card(model.config, repo_id="me/gradiend")
+    index = card.data.to_dict()["model-index"][0]
+    assert index["name"] == "me/gradiend" and index["results"][0]["metrics"][0]["value"] == 0.998
+    assert "## Results" in card.text and "| female | 0.97 |" in card.text

@@ -1,0 +1,128 @@
+"""What an adapter needs to know about a base model: its parameters by name (tied aliases too), and a fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AdapterCompatibilityError
+
+FINGERPRINT_PREFIX = "bf16-sha256:"
+"""Fingerprints hash the selected weights rounded to bfloat16, so an fp32 and a bf16 copy of a model agree."""
+
+_fingerprint_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
+
+
+def named_parameters_with_aliases(base_model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every name under which a parameter is reachable, tied aliases included (`lm_head.weight` and
+    `model.embed_tokens.weight` both resolve to the one shared tensor)."""
+    return dict(base_model.named_parameters(remove_duplicate=False))
+
+
+def resolve_parameters(base_model: nn.Module, names: Sequence[str],
+                       shapes: Sequence[Sequence[int]] | None = None, *, what: str = "This adapter",
+                       recorded_base: str | None = None) -> dict[str, nn.Parameter]:
+    """The base parameters called `names`, checked against `shapes`; every mismatch is listed in one error.
+
+    Raises:
+        AdapterCompatibilityError: some names are missing from the base model or have another shape.
+    """
+    available = named_parameters_with_aliases(base_model)
+    missing = [n for n in names if n not in available]
+    wrong = []
+    if shapes is not None:
+        wrong = [(n, list(s), list(available[n].shape)) for n, s in zip(names, shapes)
+                 if n in available and list(available[n].shape) != list(s)]
+    if missing or wrong:
+        lines = [f"  missing: `{n}`" for n in missing[:20]]
+        if len(missing) > 20:
+            lines.append(f"  ... and {len(missing) - 20} more missing")
+        lines += [f"  shape of `{n}`: expected {s}, found {f}" for n, s, f in wrong[:20]]
+        if len(wrong) > 20:
+            lines.append(f"  ... and {len(wrong) - 20} more with another shape")
+        hint = f" It was made for `{recorded_base}`." if recorded_base else ""
+        raise AdapterCompatibilityError(
+            f"{what} does not fit {type(base_model).__name__}: {len(missing)} parameter(s) missing and "
+            f"{len(wrong)} with another shape.{hint} Load a base model with the same architecture and size.\n"
+            + "\n".join(lines)
+        )
+    return {n: available[n] for n in names}
+
+
+def fingerprint(tensors: Sequence[torch.Tensor]) -> str:
+    """A short hash of weights, rounded to bfloat16 first so that the dtype of the copy does not matter."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        rounded = tensor.detach().to(device="cpu", dtype=torch.bfloat16).contiguous()
+        digest.update(str(list(rounded.shape)).encode())
+        digest.update(rounded.view(torch.int16).numpy().tobytes())
+    return FINGERPRINT_PREFIX + digest.hexdigest()[:32]
+
+
+def base_fingerprint(base_model: nn.Module, names: Sequence[str]) -> str:
+    """Fingerprint of the base weights called `names`, as they are without any delta adapter applied.
+
+    Cached per model and tensor version, so toggling adapters on a large model does not rehash every time.
+    """
+    from .patching import original_tensors
+
+    tensors = original_tensors(base_model, names)
+    key = tuple((n, t.data_ptr(), t._version) for n, t in zip(names, tensors))
+    cache = _fingerprint_cache.setdefault(base_model, {})
+    if key not in cache:
+        cache.clear()
+        cache[key] = fingerprint(tensors)
+    return cache[key]
+
+
+def describe_modules(base_model: nn.Module, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For each parameter name, the module that owns it: `{"module": path, "type": class name, "bias": bool}`.
+
+    PEFT exports need this: a Linear (or GPT-2 Conv1D) weight becomes LoRA factors, its bias a LoRA bias, and any
+    other parameter the whole module in `modules_to_save`.
+    """
+    modules = dict(base_model.named_modules(remove_duplicate=False))
+    out = {}
+    for name in names:
+        path, _, leaf = name.rpartition(".")
+        module = modules.get(path)
+        if module is None:
+            raise AdapterCompatibilityError(f"No module `{path}` owns parameter `{name}` in {type(base_model).__name__}.")
+        out[name] = {"module": path, "type": type(module).__name__, "param": leaf,
+                     "bias": isinstance(getattr(module, "bias", None), torch.Tensor)}
+    return out
+
+
+def check_fingerprint(base_model: nn.Module, names: Sequence[str], recorded: str | None, *,
+                      what: str = "This adapter", recorded_base: str | None = None) -> bool:
+    """Warn (never refuse) when the base weights differ from those the adapter was made for."""
+    import warnings
+
+    if not recorded:
+        return True
+    found = base_fingerprint(base_model, names)
+    if found == recorded:
+        return True
+    warnings.warn(
+        f"{what} was made for other weights of these parameters (fingerprint {recorded}, found {found}; "
+        f"base recorded: {recorded_base!r}). It applies, but its effect was measured on the other weights: "
+        f"another revision, a fine-tuned sibling or an fp16 copy (fingerprints compare weights rounded to bf16).",
+        stacklevel=3,
+    )
+    return False
+
+
+__all__ = [
+    "FINGERPRINT_PREFIX",
+    "base_fingerprint",
+    "check_fingerprint",
+    "describe_modules",
+    "fingerprint",
+    "named_parameters_with_aliases",
+    "resolve_parameters",
+]
