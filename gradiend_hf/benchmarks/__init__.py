@@ -1,0 +1,81 @@
+"""Bias and language-ability benchmarks (StereoSet, CrowS-Pairs, SEAT, LM score) with their bundled data.
+
+Each benchmark takes any transformers masked or causal LM (a base model, one with an adapter applied in place,
+or a merged model) and imports no GRADIEND code.
+"""
+
+from gradiend_hf.benchmarks.bootstrap import bootstrap_ci, bootstrap_cis, percentile_interval, ratio_ci
+from gradiend_hf.benchmarks.crows_pairs import (
+    CROWS_BIAS_TYPES,
+    CrowsPair,
+    CrowsPairsResult,
+    crows_metric,
+    crows_pairs_score,
+    load_crows_pairs,
+)
+from gradiend_hf.benchmarks.lm_score import LMScoreResult, default_lm_texts, lm_score
+from gradiend_hf.benchmarks.report import METRIC_INFO, compare_reports, plot_reports
+from gradiend_hf.benchmarks.score import Score
+from gradiend_hf.benchmarks.seat import (
+    DEFAULT_SEAT_TESTS,
+    SEAT_BIAS_TYPES,
+    SEAT_TESTS,
+    SeatResult,
+    SeatTest,
+    SeatTestResult,
+    effect_size,
+    load_seat_tests,
+    p_value,
+    seat_score,
+    sentence_embeddings,
+)
+from gradiend_hf.benchmarks.stereoset import (
+    STEREOSET_BIAS_TYPES,
+    StereoSetExample,
+    StereoSetResult,
+    load_stereoset,
+    stereoset_metrics,
+    stereoset_score,
+)
+from gradiend_hf.benchmarks.suite import BIAS_TYPES, SUITES, BenchmarkReport, run_benchmarks
+
+__all__ = [
+    "BIAS_TYPES",
+    "CROWS_BIAS_TYPES",
+    "DEFAULT_SEAT_TESTS",
+    "METRIC_INFO",
+    "SEAT_BIAS_TYPES",
+    "SEAT_TESTS",
+    "STEREOSET_BIAS_TYPES",
+    "SUITES",
+    "BenchmarkReport",
+    "CrowsPair",
+    "CrowsPairsResult",
+    "LMScoreResult",
+    "Score",
+    "SeatResult",
+    "SeatTest",
+    "SeatTestResult",
+    "StereoSetExample",
+    "StereoSetResult",
+    "bootstrap_ci",
+    "bootstrap_cis",
+    "compare_reports",
+    "crows_metric",
+    "crows_pairs_score",
+    "default_lm_texts",
+    "effect_size",
+    "lm_score",
+    "load_crows_pairs",
+    "load_seat_tests",
+    "load_stereoset",
+    "p_value",
+    "percentile_interval",
+    "plot_reports",
+    "ratio_ci",
+    "run_benchmarks",
+    "seat_score",
+    "sentence_embeddings",
+    "stereoset_metrics",
+    "stereoset_score",
+]
