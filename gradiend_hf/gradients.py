@@ -383,6 +383,22 @@ class GradientEngine:
     def tokenize(self, examples: Sequence[SlotExample]) -> SlotBatch:
         return self.slots(examples).to(self.device)
 
+    @torch.no_grad()
+    def target_logprobs(self, examples: Sequence[SlotExample] | SlotBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(factual) and log p(counterfactual) at each example's slot: one forward pass, no gradients.
+
+        Scores the model as it is now (e.g. with a weight edit written in place), in eval mode, with the LM head run
+        only at the scored positions, exactly as `gradients` sees the texts.
+
+        Returns:
+            Two float32 tensors of shape `(batch,)`.
+        """
+        batch = examples if isinstance(examples, SlotBatch) else self.tokenize(examples)
+        with self._prepared():
+            logprobs = self._scored_logprobs(batch)
+        rows = torch.arange(logprobs.shape[0], device=logprobs.device)
+        return logprobs[rows, batch.factual_ids], logprobs[rows, batch.counterfactual_ids]
+
     def gradients(self, examples: Sequence[SlotExample] | SlotBatch, *, source: SourceMode = "factual",
                   autocast: contextlib.AbstractContextManager | None = None, grad_scale: float = 1.0) -> GradientPair:
         """∇ of the mean LM loss over the batch: `source` (∇+, ∇− or ∇±) and the target ∇±, from one forward pass.

@@ -1,6 +1,40 @@
 """How well a GRADIEND model works: encoder metrics and plots."""
 
-from .encoder import EncoderCorrelation, encoder_correlation, pearson
-from .plots import plot_training_curve
+from .controls import neutral_examples, non_feature_slot_examples
+from .encoder import (
+    EncoderCorrelation,
+    EncoderMetrics,
+    EncoderReport,
+    GroupPosition,
+    GroupStats,
+    encoder_correlation,
+    encoder_metrics,
+    evaluate_encoder,
+    pearson,
+)
+from .plots import plot_h_distribution, plot_search_heatmap, plot_training_curve
+from .probe import EncodedText, encode_texts
+from .search import DecoderSearchResult, SearchPoint, evaluate_point, search_decoder
 
-__all__ = ["EncoderCorrelation", "encoder_correlation", "pearson", "plot_training_curve"]
+__all__ = [
+    "DecoderSearchResult",
+    "EncodedText",
+    "EncoderCorrelation",
+    "EncoderMetrics",
+    "EncoderReport",
+    "GroupPosition",
+    "GroupStats",
+    "SearchPoint",
+    "encode_texts",
+    "encoder_correlation",
+    "encoder_metrics",
+    "evaluate_encoder",
+    "evaluate_point",
+    "neutral_examples",
+    "non_feature_slot_examples",
+    "pearson",
+    "plot_h_distribution",
+    "plot_search_heatmap",
+    "plot_training_curve",
+    "search_decoder",
+]
