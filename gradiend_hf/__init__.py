@@ -8,19 +8,32 @@ __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel
 
-from . import evaluation, features
+from . import adapters, evaluation, features
+from .adapters import DeltaAdapter, DeltaAdapterConfig, ExportReport, ParameterPatch, merge_adapters
 from .configuration_gradiend import GradiendConfig
 from .errors import (
+    AdapterCompatibilityError,
+    AdapterExportError,
+    AdapterLoadError,
     EmbeddedModelError,
     FeatureDataError,
     GradiendConfigError,
     GradiendError,
     GradiendLoadError,
+    OutputExistsError,
     ParameterSelectionError,
+    SearchError,
     TargetTokenizationError,
     TrainingError,
 )
-from .evaluation import encoder_correlation
+from .evaluation import (
+    DecoderSearchResult,
+    EncoderReport,
+    encoder_correlation,
+    evaluate_encoder,
+    evaluate_point,
+    search_decoder,
+)
 from .gradients import GradientEngine, GradientPair, select_parameters
 from .modeling_gradiend import GradiendModel, GradiendOutput, GradiendPreTrainedModel
 from .training import GradiendTrainer, TrainingArguments, TrainingResult, train_gradiend
@@ -31,7 +44,15 @@ AutoModel.register(GradiendConfig, GradiendModel, exist_ok=True)
 
 __all__ = [
     "EMBEDDED_MODELS",
+    "AdapterCompatibilityError",
+    "AdapterExportError",
+    "AdapterLoadError",
+    "DecoderSearchResult",
+    "DeltaAdapter",
+    "DeltaAdapterConfig",
     "EmbeddedModelError",
+    "EncoderReport",
+    "ExportReport",
     "FeatureDataError",
     "GradiendConfig",
     "GradiendConfigError",
@@ -43,16 +64,24 @@ __all__ = [
     "GradiendTrainer",
     "GradientEngine",
     "GradientPair",
+    "OutputExistsError",
+    "ParameterPatch",
     "ParameterSelectionError",
+    "SearchError",
     "TargetTokenizationError",
     "TrainingArguments",
     "TrainingError",
     "TrainingResult",
     "__version__",
+    "adapters",
     "encoder_correlation",
+    "evaluate_encoder",
+    "evaluate_point",
     "evaluation",
     "features",
     "load_base_model",
+    "merge_adapters",
+    "search_decoder",
     "select_parameters",
     "train_gradiend",
 ]

@@ -150,22 +150,484 @@ class Train:
 
 @dataclass
 class Push:
-    """Upload a saved GRADIEND model folder to the Hub with its model card."""
+    """Upload a saved GRADIEND model, delta adapter or PEFT export folder to the Hub (with its model card)."""
 
-    path: str = _arg("folder written by save_pretrained / gradiend train", positional=True)
+    path: str = _arg("folder written by `gradiend train`, `gradiend export` or `gradiend merge`", positional=True)
     repo_id: str = _arg("target repository, e.g. me/gemma-gradiend-gender", positional=True)
     private: bool = _arg("create the repository as private", False)
 
     def run(self) -> int:
-        from .modeling_gradiend import GradiendModel
+        from .adapters import ADAPTER_CONFIG_NAME, ADAPTER_TYPE, DeltaAdapter
 
-        model = GradiendModel.from_pretrained(self.path)
-        info = model.push_to_hub(self.repo_id, private=self.private or None)
+        adapter_config = Path(self.path) / ADAPTER_CONFIG_NAME
+        if adapter_config.is_file():
+            kind = json.loads(adapter_config.read_text()).get("adapter_type")
+            if kind == ADAPTER_TYPE:
+                info = DeltaAdapter.from_pretrained(self.path).push_to_hub(self.repo_id, private=self.private or None)
+            else:  # a PEFT export: upload it as it is (its README is PEFT-style already)
+                from huggingface_hub import HfApi
+
+                api = HfApi()
+                api.create_repo(self.repo_id, private=self.private or None, exist_ok=True)
+                info = api.upload_folder(repo_id=self.repo_id, folder_path=self.path,
+                                         commit_message="Upload PEFT export of a GRADIEND delta adapter")
+        else:
+            from .modeling_gradiend import GradiendModel
+
+            info = GradiendModel.from_pretrained(self.path).push_to_hub(self.repo_id, private=self.private or None)
         print(f"Pushed {self.path} to {self.repo_id}: {getattr(info, 'commit_url', info)}")
         return 0
 
 
-COMMANDS: dict[str, type] = {"models": Models, "info": Info, "train": Train, "push": Push}
+def _parse_h(text: str | None) -> float | list[float] | None:
+    """`"1.0"` -> 1.0, `"0.5,-1"` -> [0.5, -1.0] (one value per feature neuron)."""
+    if text is None:
+        return None
+    from .errors import GradiendConfigError
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise GradiendConfigError(f"--h must be a number (or comma-separated numbers), got {text!r}.") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _parse_rank(text: str) -> str | int | float:
+    """`exact`, an integer rank, or an energy fraction such as 0.99."""
+    from .errors import AdapterExportError
+
+    if text == "exact":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise AdapterExportError(f"--lora must be 'exact', an integer rank or an energy fraction such as 0.99, got "
+                                 f"{text!r}.") from None
+
+
+def _load_base(name: str | None, recorded: str | None, what: str):
+    """(base model, tokenizer): `name` (from --model), else the base model that `what` records."""
+    from .errors import GradiendError, GradiendLoadError
+    from .zoo import load_base_model
+
+    chosen = name or recorded
+    if not chosen:
+        raise GradiendLoadError(f"{what} records no base model; name it with --model (an embedded name, Hub id or "
+                                f"folder).")
+    try:
+        return load_base_model(chosen)
+    except GradiendError:
+        raise
+    except (OSError, ValueError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise GradiendLoadError(
+            f"Could not load the base model {chosen!r}{'' if name else f' recorded by {what}'} "
+            f"({type(error).__name__}: {first_line}). Pass the base model with --model."
+        ) from error
+
+
+def _check_output(folder: str, overwrite: bool) -> Path:
+    """Refuse to write into a non-empty folder unless --overwrite (then it is emptied first)."""
+    import shutil
+
+    from .errors import OutputExistsError
+
+    path = Path(folder)
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"`{path}` exists and is not empty; choose another --out or add --overwrite.")
+        shutil.rmtree(path)
+    return path
+
+
+@dataclass
+class Export:
+    """Turn a GRADIEND model's decoded update α·dec(h) into a delta adapter (and optionally a PEFT LoRA / SHiRA)."""
+
+    path_or_repo: str = _arg("GRADIEND model folder or Hub repo id", positional=True)
+    h: str = _arg("feature value to decode (the sign picks the class; e.g. the best point of `gradiend search`)")
+    alpha: float = _arg("strength α of the update")
+    out: str = _arg("folder for the delta adapter")
+    dial: bool = _arg("keep the decoder's direction and offset: h and α stay knobs when applying", False)
+    lora: str | None = _arg("also write a stock PEFT LoRA to OUT-lora: 'exact', a rank (e.g. 16) or an energy "
+                            "fraction (e.g. 0.99)", None)
+    pure: bool = _arg("LoRA / SHiRA with factors only (no biases, no modules_to_save), for serving engines", False)
+    shira: int | None = _arg("also write a PEFT SHiRA adapter with r·(m+n) entries per matrix to OUT-shira", None)
+    model: str | None = _arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
+    no_base: bool = _arg("do not load the base model (no compatibility check; PEFT exports then need module "
+                         "types recorded at training time)", False)
+    overwrite: bool = _arg("replace existing output folders", False)
+
+    def run(self) -> int:
+        from .modeling_gradiend import GradiendModel
+
+        h = _parse_h(self.h)
+        rank = _parse_rank(self.lora) if self.lora is not None else None
+        outputs = [_check_output(self.out, self.overwrite)]
+        if rank is not None:
+            outputs.append(_check_output(self.out.rstrip("/") + "-lora", self.overwrite))
+        if self.shira is not None:
+            outputs.append(_check_output(self.out.rstrip("/") + "-shira", self.overwrite))
+        model = GradiendModel.from_pretrained(self.path_or_repo)
+        base = tokenizer = None
+        if not self.no_base:
+            base, tokenizer = _load_base(self.model, model.config.base_model_name_or_path, self.path_or_repo)
+        adapter = model.to_adapter(h=h, alpha=self.alpha, dial=self.dial, base_model=base)
+        adapter.save_pretrained(outputs[0])
+        print(f"Wrote the delta adapter to {outputs[0]}: {adapter}")
+        if rank is not None:
+            report = adapter.export_lora(outputs[1], rank=rank, pure=self.pure, base_model=base, tokenizer=tokenizer)
+            print(report.summary())
+        if self.shira is not None:
+            report = adapter.export_shira(outputs[-1], r=self.shira, pure=self.pure, base_model=base,
+                                          tokenizer=tokenizer)
+            print(report.summary())
+        return 0
+
+
+@dataclass
+class Apply:
+    """Merge a delta adapter into its base model and save a plain transformers model folder (no gradiend_hf needed)."""
+
+    adapter: str = _arg("delta adapter folder or Hub repo id", positional=True)
+    out: str = _arg("folder for the merged model")
+    model: str | None = _arg("base model (embedded name, Hub id or folder); default: the one the adapter records",
+                             None)
+    scale: float = _arg("multiply the update by this", 1.0)
+    h: str | None = _arg("feature value (dial adapters only; default: the adapter's own)", None)
+    alpha: float | None = _arg("strength (dial adapters only; default: the adapter's own)", None)
+    overwrite: bool = _arg("replace an existing output folder", False)
+
+    def run(self) -> int:
+        from .adapters import DeltaAdapter
+
+        out = _check_output(self.out, self.overwrite)
+        adapter = DeltaAdapter.from_pretrained(self.adapter)
+        base, tokenizer = _load_base(self.model, adapter.config.base_model_name_or_path, self.adapter)
+        adapter.merge_and_save(base, out, tokenizer=tokenizer, scale=self.scale, h=_parse_h(self.h),
+                               alpha=self.alpha)
+        print(f"Wrote {out}: the base model with {self.adapter} merged (scale {self.scale}). Load it with "
+              f"AutoModelForCausalLM.from_pretrained({str(out)!r}) (or AutoModelForMaskedLM).")
+        return 0
+
+
+@dataclass
+class Merge:
+    """Combine delta adapters (e.g. gender and race) into one, by weighted sum, TIES or DARE (PEFT's merge maths)."""
+
+    adapters: list[str] = field(metadata={"help": "delta adapter folders or Hub repo ids", "positional": True,
+                                          "nargs": "+"})
+    out: str = _arg("folder for the merged adapter")
+    weights: list[str] = _arg("one weight per adapter (default: all 1)", [], nargs="+")
+    method: str = _arg("sum | ties | dare (= dare_linear) | dare_ties | magnitude_prune", "sum")
+    density: float = _arg("share of entries TIES / DARE / magnitude pruning keep", 0.5)
+    seed: int = _arg("seed of DARE's random drops", 0)
+    overwrite: bool = _arg("replace an existing output folder", False)
+
+    def run(self) -> int:
+        from .adapters import DeltaAdapter, merge_adapters
+        from .errors import AdapterCompatibilityError
+
+        out = _check_output(self.out, self.overwrite)
+        try:
+            weights = [float(w) for w in self.weights] if self.weights else None
+        except ValueError:
+            raise AdapterCompatibilityError(f"--weights must be numbers, got {self.weights}.") from None
+        adapters = [DeltaAdapter.from_pretrained(a) for a in self.adapters]
+        merged = merge_adapters(adapters, weights, method=self.method, density=self.density, seed=self.seed)
+        merged.save_pretrained(out)
+        print(f"Wrote {out}: {merged}")
+        return 0
+
+
+@dataclass
+class Bench:
+    """Run the bias benchmarks (StereoSet, CrowS-Pairs, SEAT, LM score) on a base model, alone and with adapters."""
+
+    model: str = _arg("base model: embedded name (see `gradiend models`), Hub id or folder", "gemma-3-270m")
+    adapter: list[str] = _arg("delta adapter folders or Hub ids, each benchmarked applied to the base (one at a time)",
+                              [], nargs="+")
+    suite: str = _arg("comma-separated suites: stereoset,crows,seat,lms", "stereoset,crows,seat,lms")
+    bias_types: str | None = _arg("comma-separated bias types: gender,race,religion,profession (default: all)", None)
+    limit: int | None = _arg("at most this many examples per bias type / SEAT set / LM texts, for quick runs", None)
+    batch_size: int = _arg("sequences per forward pass", 16)
+    bootstrap: int = _arg("bootstrap resamples for the 95 % intervals (0: none)", 1000)
+    seed: int = _arg("seed of bootstraps and sampled p-values", 0)
+    out: str = _arg("output folder for JSON results, the Markdown table and the plot", "runs/bench")
+    overwrite: bool = _arg("replace an existing output folder", False)
+    quiet: bool = _arg("no progress bars", False)
+
+    def run(self) -> int:
+        from .adapters import DeltaAdapter
+        from .benchmarks import compare_reports, plot_reports, run_benchmarks
+
+        out = _check_output(self.out, self.overwrite)
+        adapters = {Path(a).name or a: DeltaAdapter.from_pretrained(a) for a in self.adapter}  # fail before loading
+        base, tokenizer = _load_base(self.model, None, "the command line")
+        options = {"suites": [s.strip() for s in self.suite.split(",") if s.strip()], "limit": self.limit,
+                   "bias_types": [b.strip() for b in self.bias_types.split(",")] if self.bias_types else None,
+                   "batch_size": self.batch_size, "bootstrap": self.bootstrap, "seed": self.seed,
+                   "progress": not self.quiet}
+        reports = {"base": run_benchmarks(base, tokenizer, **options)}
+        for name, adapter in adapters.items():
+            with adapter.applied(base):
+                reports[name] = run_benchmarks(base, tokenizer, **options)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, report in reports.items():
+            report.save(out / f"{name}.json")
+        table = compare_reports(reports)
+        (out / "benchmarks.md").write_text(table, encoding="utf-8")
+        plot_reports(reports, out / "benchmarks.png", title=self.model)
+        print(table)
+        print(f"Wrote {out}/: one JSON per model, benchmarks.md, benchmarks.png")
+        return 0
+
+
+@dataclass
+class Demo:
+    """The main job: train a GRADIEND, evaluate, search, export the debiasing adapter, benchmark, and report."""
+
+    model: str = _arg("base model: embedded name (see `gradiend models`), Hub id or folder", "gemma-3-270m")
+    feature: str = _arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file of slot examples", "gender")
+    out: str = _arg("output folder (a second run with the same arguments reuses finished steps)", "runs/demo")
+    quick: bool = _arg("a minutes-long version on fewer steps, texts and grid points", False)
+    steps: int | None = _arg("GRADIEND training steps (default 100; --quick 20)", None)
+    bench_limit: int | None = _arg("benchmark examples per bias type (default all; --quick 24)", None)
+    seed: int = _arg("seed of training, splits and samples", 0)
+    overwrite: bool = _arg("redo every step (empties --out first)", False)
+    quiet: bool = _arg("no progress bars", False)
+
+    def run(self) -> int:
+        from .demo import DemoArguments, run_demo
+
+        report = run_demo(DemoArguments(model=self.model, feature=self.feature, out=self.out, quick=self.quick,
+                                        steps=self.steps, bench_limit=self.bench_limit, seed=self.seed,
+                                        overwrite=self.overwrite, progress=not self.quiet))
+        print(f"Report: {report}")
+        return 0
+
+
+def _load_base_for(model, path_or_repo: str, base_name: str | None):
+    """(base model, tokenizer) for a GRADIEND model, checked to hold every parameter the model spans."""
+    base, tokenizer = _load_base(base_name, model.config.base_model_name_or_path, f"`{path_or_repo}`")
+    model.check_base_model(base)
+    return base, tokenizer
+
+
+def _feature_for(config, spec: str | None, seed: int):
+    """The feature data: `spec` if given, else the built-in feature named in the config."""
+    from .errors import FeatureDataError
+    from .features import load_feature
+
+    if spec is None:
+        name = config.feature_name
+        if name in ("race", "religion"):
+            spec = f"{name}:{config.positive_class},{config.negative_class}"
+        elif name == "gender":
+            spec = name
+        else:
+            raise FeatureDataError(
+                f"The model's feature {name!r} is not a built-in one (gender, race, religion), so its texts cannot "
+                f"be rebuilt by name; pass the data it was trained on with --feature FILE (.csv or .jsonl)."
+            )
+    return load_feature(spec, seed=seed)
+
+
+@dataclass
+class Evaluate:
+    """Evaluate a GRADIEND encoder: h of both classes and of neutral texts, correlations, a JSON report and a plot."""
+
+    path_or_repo: str = _arg("GRADIEND model folder or Hub repo id", positional=True)
+    model: str | None = _arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
+    feature: str | None = _arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file; default: the built-in "
+                               "feature named in the config", None)
+    split: str = _arg("split whose class texts are encoded", "test")
+    max_per_group: int = _arg("at most this many texts per group (0: all)", 200)
+    feature_seed: int | None = _arg("seed of the feature's splits; default: the training seed in the config, else 0",
+                                    None)
+    seed: int = _arg("seed of the text samples and of the control slots", 0)
+    batch_size: int = _arg("texts per forward-mode (JVP) pass", 16)
+    out: str | None = _arg("output folder; default: DIR/evaluation (a folder) or ./evaluation-OWNER--NAME (a repo)",
+                           None)
+    quiet: bool = _arg("no progress bar", False)
+
+    def run(self) -> int:
+        import os
+
+        from .evaluation import evaluate_encoder
+        from .modeling_gradiend import GradiendModel
+
+        model = GradiendModel.from_pretrained(self.path_or_repo)
+        seeds = (model.config.training or {}).get("seeds") or [0]
+        feature_seed = self.feature_seed if self.feature_seed is not None else int(seeds[0])
+        feature = _feature_for(model.config, self.feature, feature_seed)  # before the (slow) base model load
+        base, tokenizer = _load_base_for(model, self.path_or_repo, self.model)
+        report = evaluate_encoder(model, base, tokenizer, feature, split=self.split,
+                                  max_per_group=self.max_per_group or None, batch_size=self.batch_size,
+                                  seed=self.seed, progress=not self.quiet)
+        if self.out:
+            out = Path(self.out)
+        elif os.path.isdir(self.path_or_repo):
+            out = Path(self.path_or_repo) / "evaluation"
+        else:
+            out = Path("evaluation-" + self.path_or_repo.replace("/", "--"))
+        paths = report.save(out)
+        print(f"Encoder evaluation of {self.path_or_repo} on {feature.name!r} ({self.split} split):")
+        print(report.summary())
+        print(f"Wrote {', '.join(str(p) for p in paths)}")
+        return 0
+
+
+@dataclass
+class Encode:
+    """Print the feature value h of your own texts with a [MASK] slot: the GRADIEND neuron as a probe."""
+
+    path_or_repo: str = _arg("GRADIEND model folder or Hub repo id", positional=True)
+    texts: list[str] = field(metadata={"help": "texts, each with one [MASK] where the target word goes",
+                                       "positional": True, "nargs": "+"})
+    target: str | None = _arg("target word at every slot; default: the model's feature word that the base model "
+                              "finds most likely at the slot", None)
+    model: str | None = _arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
+
+    def run(self) -> int:
+        from .evaluation import encode_texts
+        from .evaluation.probe import check_slot_texts
+        from .modeling_gradiend import GradiendModel
+
+        texts = check_slot_texts(self.texts)  # before the (slow) model loads
+        model = GradiendModel.from_pretrained(self.path_or_repo)
+        base, tokenizer = _load_base_for(model, self.path_or_repo, self.model)
+        rows = encode_texts(model, base, tokenizer, texts, target=self.target)
+        print(f"{'h':>8}  {'target':<12} {'chosen':<12} {'p(target)':>9}  counterfactual  text")
+        for row in rows:
+            h = " ".join(f"{v:+.4f}" for v in row.h)
+            print(f"{h:>8}  {row.target!r:<12} {row.chosen:<12} {row.target_probability:>9.3f}  "
+                  f"{row.counterfactual!r:<14}  {row.text}")
+        if self.target is None:
+            print("target = the feature word the base model finds most likely at the slot (fix it with --target)")
+        return 0
+
+
+def _parse_grid(values: list[str], option: str) -> list[float] | None:
+    """`["-1", "±0.01", "0.5"]` -> [-1.0, -0.01, 0.01, 0.5]; `±x` (or `+-x`) stands for both signs."""
+    from .errors import SearchError
+
+    out: list[float] = []
+    for value in values:
+        text = value.strip()
+        both = text.startswith(("±", "+-"))
+        text = text.removeprefix("±").removeprefix("+-")
+        try:
+            number = float(text)
+        except ValueError:
+            raise SearchError(f"{option} takes numbers such as 0.01, -0.2 or ±0.01 (both signs), got {value!r}."
+                              ) from None
+        out.extend([-abs(number), abs(number)] if both and number != 0 else [number])
+    return out or None
+
+
+@dataclass
+class Search:
+    """Search the decoder grid (h*, α) for the edit W + α·dec(h*) that balances the feature or favours one class."""
+
+    path_or_repo: str = _arg("GRADIEND model folder or Hub repo id", positional=True)
+    model: str | None = _arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
+    feature: str | None = _arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file; default: the built-in "
+                               "feature named in the config", None)
+    split: str = _arg("split whose texts score the grid points", "validation")
+    max_texts: int = _arg("feature texts per point, half per class", 16)  # search.DEFAULT_MAX_TEXTS
+    max_neutral: int = _arg("neutral sentences for the LM factor", 8)  # search.DEFAULT_MAX_NEUTRAL
+    test_texts: int = _arg("test-split texts to report the best balanced point on (0: skip)", 64)
+    h: list[str] = _arg("feature factors h* (default: -10 -2 -1 -0.8 ... 0.8 1 2 10, and 0)", [])
+    alpha: list[str] = _arg("learning rates α; ±x gives both signs; write negatives as decimals (-0.001), not "
+                            "-1e-3 (default: ±0.5 ±0.1 ±0.05 ±0.01 ±0.005 ±0.001 ±0.0005 ±0.0001)", [])
+    no_prune: bool = _arg("score every grid point fully (slower)", False)
+    batch_size: int = _arg("texts per forward pass", 16)
+    feature_seed: int | None = _arg("seed of the feature's splits; default: the training seed in the config, else 0",
+                                    None)
+    seed: int = _arg("seed of the feature-text sample", 0)
+    out: str | None = _arg("output folder; default: DIR/search (a folder) or ./search-OWNER--NAME (a repo)", None)
+    quiet: bool = _arg("no progress bar", False)
+
+    def run(self) -> int:
+        import os
+
+        from .evaluation import evaluate_point, search_decoder
+        from .modeling_gradiend import GradiendModel
+
+        h_values, alphas = _parse_grid(self.h, "--h"), _parse_grid(self.alpha, "--alpha")  # before slow loads
+        model = GradiendModel.from_pretrained(self.path_or_repo)
+        seeds = (model.config.training or {}).get("seeds") or [0]
+        feature_seed = self.feature_seed if self.feature_seed is not None else int(seeds[0])
+        feature = _feature_for(model.config, self.feature, feature_seed)
+        base, tokenizer = _load_base_for(model, self.path_or_repo, self.model)
+        options = {"max_texts": self.max_texts, "max_neutral": self.max_neutral, "batch_size": self.batch_size,
+                   "seed": self.seed}
+        result = search_decoder(model, base, tokenizer, feature, h_values=h_values, alphas=alphas, split=self.split,
+                                prune=not self.no_prune, progress=not self.quiet, **options)
+        if self.out:
+            out = Path(self.out)
+        elif os.path.isdir(self.path_or_repo):
+            out = Path(self.path_or_repo) / "search"
+        else:
+            out = Path("search-" + self.path_or_repo.replace("/", "--"))
+        paths = list(result.save(out).values())
+        s = result.settings
+        print(f"Decoder search of {self.path_or_repo} on {feature.name!r} ({self.split} split, {s['num_texts']} "
+              f"texts, {s['num_neutral']} neutral sentences): {len(result.points)} points, {s['points_scored']} "
+              f"scored, {s['points_with_lm']} with an LM factor, {s['total_seconds']:.0f} s.")
+        print(f"{'criterion':<12} {'h*':>6} {'alpha':>8} {'index':>7} {'LM':>6} {'score':>7}   base: index = score")
+        for criterion in result.criteria:
+            best = result.best(criterion)
+            where = f"{'base':>6} {'':>8}" if best.is_base else f"{best.h:>6g} {best.alpha:>8g}"
+            print(f"{criterion:<12} {where} {best.indices[criterion]:>7.3f} {best.lm_factor:>6.3f} "
+                  f"{best.score(criterion):>7.3f}   {result.base.score(criterion):.3f}")
+        best = result.best("balanced")
+        if best.is_base:
+            print("No grid point beats the base model on the balanced index; nothing to check on the test split.")
+        elif self.split != "test" and self.test_texts:
+            test = evaluate_point(model, base, tokenizer, feature, best.h, best.alpha, split="test",
+                                  **{**options, "max_texts": self.test_texts})
+            point, reference = test.points[0], test.base
+            scores = ", ".join(f"{c} {point.score(c):.3f} (base {reference.score(c):.3f})" for c in test.criteria)
+            print(f"Test split ({test.settings['num_texts']} texts), best balanced point h*={best.h:g}, "
+                  f"alpha={best.alpha:g}: {scores}; LM factor {point.lm_factor:.3f}, bias {point.bias:+.3g} "
+                  f"(base {reference.bias:+.3g}).")
+            paths.append(test.to_json(out / "search_test.json"))
+        print(f"Wrote {', '.join(str(p) for p in paths)}")
+        return 0
+
+
+COMMANDS: dict[str, type] = {"models": Models, "info": Info, "train": Train, "push": Push, "evaluate": Evaluate,
+                             "encode": Encode, "export": Export, "apply": Apply, "merge": Merge,
+                             "search": Search, "bench": Bench, "demo": Demo}
+
+EXAMPLES: dict[str, str] = {
+    "demo": "example:\n  gradiend demo --out runs/demo                 # gender on Gemma 3 270M, about 25 minutes\n"
+            "  gradiend demo --quick --out runs/demo-quick   # a few minutes\n"
+            "  gradiend demo --feature race:white,black --out runs/demo-race",
+    "bench": "example:\n  gradiend bench --model gemma-3-270m --adapter runs/demo/adapter --bias-types gender "
+             "--out runs/bench\n  gradiend bench --model smollm2-135m --suite stereoset,lms --limit 50",
+    "export": "example:\n  gradiend export runs/gender --h -1 --alpha 0.01 --out out/debias --lora exact\n"
+              "  gradiend export runs/gender --h 0 --alpha 0.01 --dial --out out/gender-dial",
+    "apply": "example:\n  gradiend apply out/debias --out out/gemma-debiased\n"
+             "  gradiend apply out/gender-dial --h -0.5 --alpha 0.02 --out out/gemma-dialled",
+    "merge": "example:\n  gradiend merge out/gender out/race --weights 1 0.5 --method ties --out out/gender+race",
+    "push": "example:\n  gradiend push runs/gender me/gemma-gradiend-gender\n"
+            "  gradiend push out/debias me/gemma-debias\n  gradiend push out/debias-lora me/gemma-debias-lora",
+    "evaluate": "example:\n  gradiend evaluate runs/gradiend --max-per-group 100\n"
+                "  gradiend evaluate me/gemma-gradiend-gender --model gemma-3-270m --out eval/gender",
+    "search": "example:\n  gradiend search runs/gradiend\n"
+              "  gradiend search runs/gradiend --h -1 0 1 --alpha ±0.01 ±0.001 --max-texts 64 --out runs/search",
+    "encode": "example:\n  gradiend encode runs/gradiend \"Mary said that [MASK] would come.\" "
+              "\"John said that [MASK] would come.\"\n"
+              "  gradiend encode runs/gradiend \"The doctor said that [MASK] was late.\" --target she",
+}
+"""Usage examples shown at the end of a command's --help."""
 
 
 def _add_arguments(parser: argparse.ArgumentParser, command: type) -> None:
@@ -175,7 +637,7 @@ def _add_arguments(parser: argparse.ArgumentParser, command: type) -> None:
         help_text = f.metadata.get("help", "")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.metadata.get("positional"):
-            parser.add_argument(f.name, help=help_text)
+            parser.add_argument(f.name, nargs=f.metadata.get("nargs"), help=help_text)
             continue
         flag = "--" + f.name.replace("_", "-")
         if hint is bool:
@@ -194,7 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradiend", description="GRADIEND feature neurons for Hugging Face models.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
-        _add_arguments(sub.add_parser(name, help=command.__doc__, description=command.__doc__), command)
+        _add_arguments(sub.add_parser(name, help=command.__doc__, description=command.__doc__,
+                                      epilog=EXAMPLES.get(name),
+                                      formatter_class=argparse.RawDescriptionHelpFormatter), command)
     return parser
 
 
