@@ -542,9 +542,11 @@ class Search:
     max_texts: int = _arg("feature texts per point, half per class", 16)  # search.DEFAULT_MAX_TEXTS
     max_neutral: int = _arg("neutral sentences for the LM factor", 8)  # search.DEFAULT_MAX_NEUTRAL
     test_texts: int = _arg("test-split texts to report the best balanced point on (0: skip)", 64)
-    h: list[str] = _arg("feature factors h* (default: -10 -2 -1 -0.8 ... 0.8 1 2 10, and 0)", [])
-    alpha: list[str] = _arg("learning rates α; ±x gives both signs; write negatives as decimals (-0.001), not "
-                            "-1e-3 (default: ±0.5 ±0.1 ±0.05 ±0.01 ±0.005 ±0.001 ±0.0005 ±0.0001)", [])
+    h: list[str] = field(default_factory=list, metadata={
+        "help": "feature factors h* (default: -10 -2 -1 -0.8 ... 0.8 1 2 10, and 0)"})
+    alpha: list[str] = field(default_factory=list, metadata={
+        "help": "learning rates α; ±x gives both signs; write negatives as decimals (-0.001), not -1e-3 "
+                "(default: ±0.5 ±0.1 ±0.05 ±0.01 ±0.005 ±0.001 ±0.0005 ±0.0001)"})
     no_prune: bool = _arg("score every grid point fully (slower)", False)
     batch_size: int = _arg("texts per forward pass", 16)
     feature_seed: int | None = _arg("seed of the feature's splits; default: the training seed in the config, else 0",
