@@ -8,13 +8,14 @@ __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel
 
-from . import adapters, evaluation, features
+from . import adapters, benchmarks, evaluation, features
 from .adapters import DeltaAdapter, DeltaAdapterConfig, ExportReport, ParameterPatch, merge_adapters
 from .configuration_gradiend import GradiendConfig
 from .errors import (
     AdapterCompatibilityError,
     AdapterExportError,
     AdapterLoadError,
+    BenchmarkError,
     EmbeddedModelError,
     FeatureDataError,
     GradiendConfigError,
@@ -51,6 +52,7 @@ __all__ = [
     "DeltaAdapter",
     "DeltaAdapterConfig",
     "EmbeddedModelError",
+    "BenchmarkError",
     "EncoderReport",
     "ExportReport",
     "FeatureDataError",
@@ -74,6 +76,7 @@ __all__ = [
     "TrainingResult",
     "__version__",
     "adapters",
+    "benchmarks",
     "encoder_correlation",
     "evaluate_encoder",
     "evaluate_point",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import typing
@@ -103,7 +104,7 @@ class Train:
         from .gradients import parse_layers
         from .modeling_gradiend import GradiendModel
         from .training import GradiendTrainer, TrainingArguments
-        from .zoo import EMBEDDED_MODELS, load_base_model
+        from .zoo import EMBEDDED_MODELS
 
         started = time.time()
         args = TrainingArguments(
@@ -113,7 +114,7 @@ class Train:
             overwrite_output_dir=self.overwrite, progress_bar=not self.quiet,
         )
         feature = feature_data.load_feature(self.feature, seed=self.seed)
-        base, tokenizer = load_base_model(self.model, dtype=self.dtype)
+        base, tokenizer = _load_base(self.model, None, "the command line", dtype=self.dtype)
         params = self.params or (EMBEDDED_MODELS[self.model].recommended_params if self.model in EMBEDDED_MODELS
                                  else None)
         model = GradiendModel.for_base_model(base, params=params, layers=parse_layers(self.layers),
@@ -209,8 +210,9 @@ def _parse_rank(text: str) -> str | int | float:
                                  f"{text!r}.") from None
 
 
-def _load_base(name: str | None, recorded: str | None, what: str):
-    """(base model, tokenizer): `name` (from --model), else the base model that `what` records."""
+def _load_base(name: str | None, recorded: str | None, what: str, **kwargs):
+    """(base model, tokenizer): `name` (from --model), else the base model that `what` records; a model that cannot
+    be loaded is one clear error naming it."""
     from .errors import GradiendError, GradiendLoadError
     from .zoo import load_base_model
 
@@ -219,14 +221,16 @@ def _load_base(name: str | None, recorded: str | None, what: str):
         raise GradiendLoadError(f"{what} records no base model; name it with --model (an embedded name, Hub id or "
                                 f"folder).")
     try:
-        return load_base_model(chosen)
+        return load_base_model(chosen, **kwargs)
     except GradiendError:
         raise
     except (OSError, ValueError) as error:
         first_line = str(error).splitlines()[0] if str(error) else ""
+        advice = ("Check --model: an embedded name (see `gradiend models`), a local folder or a reachable Hub id."
+                  if name else "Pass the base model with --model.")
         raise GradiendLoadError(
             f"Could not load the base model {chosen!r}{'' if name else f' recorded by {what}'} "
-            f"({type(error).__name__}: {first_line}). Pass the base model with --model."
+            f"({type(error).__name__}: {first_line}). {advice}"
         ) from error
 
 
@@ -609,6 +613,12 @@ COMMANDS: dict[str, type] = {"models": Models, "info": Info, "train": Train, "pu
                              "search": Search, "bench": Bench, "demo": Demo}
 
 EXAMPLES: dict[str, str] = {
+    "models": "example:\n  gradiend models",
+    "info": "example:\n  gradiend info runs/gender\n  gradiend info me/gemma-gradiend-gender",
+    "train": "example:\n  gradiend train --model gemma-3-270m --feature gender --out runs/gender\n"
+             "  gradiend train --model smollm2-135m --feature religion:christian,muslim --steps 100 --out runs/rel\n"
+             "  gradiend train --model ./my-model --feature my_feature.jsonl --params 'model.layers.*.mlp.*' "
+             "--out runs/mine",
     "demo": "example:\n  gradiend demo --out runs/demo                 # gender on Gemma 3 270M, about 25 minutes\n"
             "  gradiend demo --quick --out runs/demo-quick   # a few minutes\n"
             "  gradiend demo --feature race:white,black --out runs/demo-race",
@@ -636,7 +646,7 @@ def _add_arguments(parser: argparse.ArgumentParser, command: type) -> None:
     hints = typing.get_type_hints(command)
     for f in dataclasses.fields(command):
         hint = hints[f.name]
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.metadata.get("positional"):
             parser.add_argument(f.name, nargs=f.metadata.get("nargs"), help=help_text)
@@ -674,6 +684,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GradiendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line for the user; the traceback on request (an unexpected error is a bug)
+        if os.environ.get("GRADIEND_TRACEBACK"):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"error: {type(error).__name__}: {first} (unexpected; set GRADIEND_TRACEBACK=1 for the traceback and "
+              f"please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from .zoo import DEFAULT_MODEL
 
 STATE_NAME = "demo_state.json"
 REPORT_NAME = "report.md"
-STEPS = ("train", "evaluate", "search", "export", "benchmark", "report")
+STEPS = ("train", "evaluate", "search", "export", "benchmark", "strength", "report")
+STRENGTHS = (2.0, 4.0)
+"""Scales of the chosen update that the `strength` step benchmarks too, to show the debiasing / LM trade-off."""
 _BIAS_TYPES = {"gender": "gender", "race": "race", "religion": "religion"}
 
 
@@ -124,7 +126,7 @@ def run_demo(args: DemoArguments) -> Path:
     context = _Context(args, out, state, feature, base, tokenizer, bias_types)
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "train": context.train, "evaluate": context.evaluate, "search": context.search, "export": context.export,
-        "benchmark": context.benchmark, "report": context.report,
+        "benchmark": context.benchmark, "strength": context.strength, "report": context.report,
     }
     bar = tqdm(STEPS, desc="demo", disable=not args.progress, dynamic_ncols=True)
     for step in bar:
@@ -209,7 +211,7 @@ class _Context:
         if best.is_base:  # no edit beat the base: take the edit with the best balanced index, and say so
             best = max((p for p in result.points if p.indices), key=lambda p: p.indices["balanced"])
         test = evaluate_point(model, self.base, self.tokenizer, self.feature, best.h, best.alpha, split="test",
-                              seed=self.args.seed)
+                              max_texts=16 if quick else 64, seed=self.args.seed)
         test.to_json(self.out / "search" / "chosen_point_test.json")
         return {"h": best.h, "alpha": best.alpha, "validation_score": _round(best.score("balanced")),
                 "base_beaten": not result.best("balanced").is_base,
@@ -246,6 +248,31 @@ class _Context:
         debiased_report.save(folder / "debiased.json")
         return {"seconds_base": round(sum(base_report.seconds.values()), 1),
                 "seconds_debiased": round(sum(debiased_report.seconds.values()), 1)}
+
+    def strength(self) -> dict[str, Any]:
+        """The chosen update at larger scales (W + s·ΔW): StereoSet, SEAT and the LM score on fewer texts.
+
+        No criterion picks these scales; they show what turning the adapter up (`applied(base, scale=s)`,
+        `gradiend apply --scale s`) buys in bias and costs in language modelling.
+        """
+        from .adapters import DeltaAdapter
+        from .benchmarks import default_lm_texts, run_benchmarks
+
+        adapter = DeltaAdapter.from_pretrained(self.adapter_dir)
+        scales = STRENGTHS[:1] if self.args.quick else STRENGTHS
+        # fewer LM texts than the main benchmark, so the base is scored again on the same ones (perplexity change)
+        lm_texts = default_lm_texts(self.args.benchmark_limit or 200)
+        options = {"lm_texts": lm_texts, "progress": self.args.progress, "seed": self.args.seed}
+        seconds = {}
+        for scale in (0.0, *scales):
+            suites = ("lms",) if scale == 0 else ("stereoset", "seat", "lms")
+            with adapter.applied(self.base, scale=scale):
+                report = run_benchmarks(self.base, self.tokenizer, suites=suites, bias_types=self.bias_types,
+                                        limit=self.args.benchmark_limit, **options)
+            report.settings["scale"] = scale
+            report.save(self.out / "benchmarks" / f"scale-{scale:g}.json")
+            seconds[f"{scale:g}"] = round(sum(report.seconds.values()), 1)
+        return {"scales": list(scales), "seconds_per_scale": seconds, "lm_texts": len(lm_texts)}
 
     def report(self) -> dict[str, Any]:
         from .demo_report import write_report

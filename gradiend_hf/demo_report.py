@@ -129,6 +129,33 @@ def _search_rows(result: Any, chosen: Any, test: Any) -> list[str]:
     return lines
 
 
+def _strength_rows(out: Path, reports: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]],
+                   group: str) -> list[str]:
+    """The chosen update at scales 0, 1 and the `strength` step's scales: bias against language modelling."""
+    from .benchmarks import BenchmarkReport
+
+    scales = steps.get("strength", {}).get("scales") or []
+    if not scales:
+        return []
+    lm_base = BenchmarkReport.load(out / "benchmarks" / "scale-0.json")
+    rows = [(0.0, reports["base"], reports["base"]), (1.0, reports["debiased"], reports["base"])]
+    rows += [(s, BenchmarkReport.load(out / "benchmarks" / f"scale-{s:g}.json"), lm_base) for s in scales]
+    kind = "perplexity" if reports["base"].lm_kind == "causal" else "masked_accuracy"
+    lines = [f"| scale | StereoSet SS ({group}) | SEAT mean \\|d\\| ({group}) | StereoSet LMS ({group}) | "
+             f"{kind} change vs base |", "|---|---|---|---|---|"]
+    for scale, report, reference in rows:
+        lm, lm0 = _score(report, "lms", "overall", kind), _score(reference, "lms", "overall", kind)
+        change = "–" if scale == 0 or lm is None or lm0 is None else f"{100 * (lm.value - lm0.value) / lm0.value:+.1f} %"
+        lines.append(f"| {scale:g} | {_ci(_score(report, 'stereoset', group, 'ss'))} | "
+                     f"{_ci(_score(report, 'seat', group, 'mean_abs_effect_size'))} | "
+                     f"{_ci(_score(report, 'stereoset', group, 'lms'))} | {change} |")
+    return ["### Turning the update up", "",
+            "Scale s applies W + s·ΔW (`adapter.applied(base, scale=s)`, `gradiend apply --scale s`). No criterion "
+            "chose the larger scales: they show what a stronger edit buys in bias and costs in language modelling "
+            f"(the perplexity change at scales above 1 is measured on {steps['strength'].get('lm_texts', 'fewer')} "
+            "LM texts against the base on the same texts).", "", *lines, ""]
+
+
 def write_report(out: Path, args: Any, steps: Mapping[str, Mapping[str, Any]], feature: Any,
                  bias_types: list[str] | None) -> Path:
     """Write `out/report.md` from the saved step outputs, and put the measured results into both model cards."""
@@ -189,7 +216,9 @@ def write_report(out: Path, args: Any, steps: Mapping[str, Mapping[str, Any]], f
         "## 3. Decoder search",
         "",
         f"{len(search.points)} grid points on {len(search.examples)} validation texts and "
-        f"{len(search.neutral_texts)} neutral sentences ({sum(p.pruned is not None for p in search.points)} pruned). "
+        f"{len(search.neutral_texts)} neutral sentences: {sum(p.lm_factor is not None for p in search.points)} fully "
+        f"scored, {sum(bool(p.indices) and p.lm_factor is None for p in search.points)} without their LM factor "
+        f"(their index could not beat the best), {sum(not p.indices for p in search.points)} pruned. "
         f"The chosen debiasing point is the best balanced score on the validation split"
         f"{'' if chosen_info.get('base_beaten', True) else ' among the edits (no edit beat the base model itself)'}, "
         f"then scored once on the test split:",
@@ -216,6 +245,7 @@ def write_report(out: Path, args: Any, steps: Mapping[str, Mapping[str, Any]], f
         "",
         *(goals or ["- No benchmark of this bias type was run."]),
         "",
+        *_strength_rows(out, reports, steps, bias_type or "overall"),
     ]
     report_path = out / "report.md"
     report_path.write_text("\n".join(lines), encoding="utf-8")

@@ -42,3 +42,11 @@ def test_empty_input_is_refused() -> None:
         compare_reports({})
     with pytest.raises(BenchmarkError, match="at least one report"):
         plot_reports({}, "x.png")
+
+
+def test_plot_accepts_an_interval_that_excludes_its_estimate(tmp_path) -> None:
+    # A percentile bootstrap of SEAT's mean |d| over a few tests can end below the estimate (seen on Gemma).
+    report = _report(62.0, 20.0, 0.813)
+    report.results["seat"]["gender"]["mean_abs_effect_size"] = Score(0.813, (0.289, 0.806), 13)
+    path = plot_reports({"base": report}, tmp_path / "bench.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -97,3 +97,19 @@ def test_push_uploads_a_trained_folder(hub, tiny_folder, feature_file, tmp_path)
     repo_id = hub.new_repo_id("cli")
     assert main(["push", str(out), repo_id]) == 0
     assert {"config.json", "model.safetensors", "README.md"} <= set(HfApi().list_repo_files(repo_id))
+
+
+def test_an_unknown_base_model_is_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--model", "no-such-model", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Could not load the base model 'no-such-model'" in err
+    assert "gradiend models" in err
+
+
+@pytest.mark.parametrize("command", ["models", "info", "train", "push", "evaluate", "encode", "search", "export",
+                                     "apply", "merge", "bench", "demo"])
+def test_every_subcommand_help_shows_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main([command, "--help"])
+    assert exit_code.value.code == 0
+    assert f"example:\n  gradiend {command}" in capsys.readouterr().out

@@ -64,3 +64,29 @@ def test_short_training_separates_gender_on_held_out_names(gemma, gender, tmp_pa
     assert float(h[labels > 0].mean()) > 0 > float(h[labels < 0].mean())
     loaded = gh.GradiendModel.from_pretrained(tmp_path)
     assert loaded.config.base_model_name_or_path == "gemma-3-270m"
+
+
+def test_delta_adapter_on_gemma_toggles_exactly_and_exports_an_exact_lora(gemma, tmp_path):
+    import copy
+
+    from peft import PeftModel
+
+    model, tokenizer = gemma
+    gradiend = gh.GradiendModel.for_base_model(model, params=["model.layers.1[0-1].mlp.down_proj.weight"], seed=0)
+    adapter = gradiend.to_adapter(h=1.0, alpha=0.5)
+    names = adapter.param_names
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+    ids = tokenizer("John explained the vision as best", return_tensors="pt").input_ids
+    base_logits = model(ids).logits
+    with adapter.applied(model):
+        on_logits = model(ids).logits
+        merged = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+    assert not torch.equal(on_logits, base_logits)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if n in names)
+    assert torch.equal(model(ids).logits, base_logits)
+    report = adapter.export_lora(tmp_path / "lora", rank="exact", base_model=model)
+    assert report.total_relative_error == 0.0
+    small = copy.deepcopy(model)
+    peft_merged = dict(PeftModel.from_pretrained(small, str(tmp_path / "lora")).merge_and_unload().named_parameters())
+    for name in names:
+        assert torch.equal(peft_merged[name], merged[name]), name

@@ -102,7 +102,8 @@ def compare_reports(reports: Mapping[str, BenchmarkReport]) -> str:
     for suite, group, metric in _rows(reports):
         info = _info(suite, metric)
         scores = [r.results.get(suite, {}).get(group, {}).get(metric) for r in reports.values()]
-        row = [suite, group, info.label + _direction(info), *(_cell(s) for s in scores)]
+        label = (info.label + _direction(info)).replace("|", "\\|")  # a bare | would split the Markdown cell
+        row = [suite, group, label, *(_cell(s) for s in scores)]
         for score in scores[1:]:
             if score is None or scores[0] is None or math.isnan(score.value - scores[0].value):
                 row.append("–")
@@ -160,8 +161,9 @@ def plot_reports(
         for k, (name, report) in enumerate(reports.items()):
             scores = [report.results.get(suite, {}).get(group, {}).get(metric) for group in groups]
             values = [s.value if s is not None else math.nan for s in scores]
-            errors = [[0.0, 0.0] if s is None or s.ci is None else [s.value - s.ci[0], s.ci[1] - s.value]
-                      for s in scores]  # fmt: skip
+            # A percentile interval can exclude its own estimate (SEAT's mean |d| on a few tests): clip at 0.
+            errors = [[0.0, 0.0] if s is None or s.ci is None
+                      else [max(0.0, s.value - s.ci[0]), max(0.0, s.ci[1] - s.value)] for s in scores]  # fmt: skip
             positions = [g + (k - (len(reports) - 1) / 2) * width for g in range(len(groups))]
             axis.bar(positions, values, width, yerr=list(zip(*errors)), capsize=3, label=name)
         if info.better == "ideal":
