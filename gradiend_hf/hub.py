@@ -25,6 +25,16 @@ def card_template(name: str) -> Path:
     return Path(str(resources.files("gradiend_hf.cards").joinpath(name)))
 
 
+def _card_data(results: dict[str, Any], *, base_model_id: str | None, license: str | None, tags: list[str],
+               model_name: str) -> ModelCardData:
+    """Card metadata; measured results (`results["eval_results"]`) become `model-index`, which the Hub shows."""
+    from huggingface_hub import EvalResult
+
+    eval_results = [EvalResult(**row) for row in results.get("eval_results", [])]
+    return ModelCardData(library_name=LIBRARY_NAME, base_model=base_model_id, license=license, tags=sorted(set(tags)),
+                         model_name=model_name if eval_results else None, eval_results=eval_results or None)
+
+
 def render_gradiend_card(
     config: Any,
     *,
@@ -35,19 +45,10 @@ def render_gradiend_card(
     extra_tags: list[str] | None = None,
 ) -> ModelCard:
     """Render the model card of a GRADIEND model from its config (metadata header + Markdown body)."""
-    from huggingface_hub import EvalResult
-
     tags = ["gradiend", "feature-neuron", f"feature:{config.feature_name}", *(extra_tags or [])]
     results = config.results or {}
-    eval_results = [EvalResult(**row) for row in results.get("eval_results", [])]
-    card_data = ModelCardData(
-        library_name=LIBRARY_NAME,
-        base_model=base_model_id,
-        license=license,
-        tags=sorted(set(tags)),
-        model_name=(repo_id or f"gradiend-{config.feature_name}") if eval_results else None,
-        eval_results=eval_results or None,
-    )
+    card_data = _card_data(results, base_model_id=base_model_id, license=license, tags=tags,
+                           model_name=repo_id or f"gradiend-{config.feature_name}")
     params = list(zip(config.param_names, config.param_shapes))
     return ModelCard.from_template(
         card_data,
@@ -78,20 +79,11 @@ def render_gradiend_card(
 def render_adapter_card(config: Any, *, repo_id: str | None = None, base_model_id: str | None = None,
                         license: str | None = None, license_note: str | None = None) -> ModelCard:
     """Render the card of a delta adapter from its config; measured results become `model-index` eval results."""
-    from huggingface_hub import EvalResult
-
     feature = config.feature or {}
     results = config.results or {}
     tags = ["gradiend", "delta-adapter", *([f"feature:{feature['name']}"] if feature.get("name") else [])]
-    eval_results = [EvalResult(**row) for row in results.get("eval_results", [])]
-    card_data = ModelCardData(
-        library_name=LIBRARY_NAME,
-        base_model=base_model_id,
-        license=license,
-        tags=sorted(set(tags)),
-        model_name=(repo_id or "gradiend-delta-adapter") if eval_results else None,
-        eval_results=eval_results or None,
-    )
+    card_data = _card_data(results, base_model_id=base_model_id, license=license, tags=tags,
+                           model_name=repo_id or "gradiend-delta-adapter")
     params = list(zip(config.param_names, config.param_shapes))
     h = config.h[0] if config.h and len(config.h) == 1 else config.h
     description = config.description or (
