@@ -1,4 +1,4 @@
-"""Small helpers shared by several modules: dtype names, file hashing, safetensors headers."""
+"""Small helpers shared by several modules: dtype names, file hashing, safetensors headers, output folders."""
 
 from __future__ import annotations
 
@@ -74,3 +74,23 @@ def read_safetensors_header(path: Path, error_class: type[Exception]) -> dict[st
             f"{size}. Re-save or re-download it."
         )
     return header
+
+
+def empty_output_dir(folder: str | Path, *, overwrite: bool, what: str) -> Path:
+    """`folder` as a Path, refusing to write into it when it holds files, unless `overwrite` (then it is emptied).
+
+    Nothing a user saved is written over silently: the error names the folder and the way out.
+    """
+    import shutil
+
+    from .errors import OutputExistsError
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"`{folder}` exists and is not empty; the {what} is not written over it. Choose another folder, or "
+                f"pass overwrite=True (CLI: --overwrite) to replace it."
+            )
+        shutil.rmtree(folder)
+    return folder

@@ -236,16 +236,9 @@ def _load_base(name: str | None, recorded: str | None, what: str, **kwargs):
 
 def _check_output(folder: str, overwrite: bool) -> Path:
     """Refuse to write into a non-empty folder unless --overwrite (then it is emptied first)."""
-    import shutil
+    from ._utils import empty_output_dir
 
-    from .errors import OutputExistsError
-
-    path = Path(folder)
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"`{path}` exists and is not empty; choose another --out or add --overwrite.")
-        shutil.rmtree(path)
-    return path
+    return empty_output_dir(folder, overwrite=overwrite, what="output")
 
 
 @dataclass

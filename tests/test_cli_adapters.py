@@ -59,7 +59,7 @@ def test_export_refuses_a_used_folder_and_bad_ranks_in_one_line(trained, tmp_pat
     (out / "notes.txt").write_text("mine")
     assert main(["export", str(run), "--h", "1", "--alpha", "0.1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "add --overwrite" in err
+    assert err.count("\n") == 1 and "--overwrite" in err and "not written over it" in err
     assert (out / "notes.txt").read_text() == "mine"
     assert main(["export", str(run), "--h", "1", "--alpha", "0.1", "--out", str(tmp_path / "x"), "--lora",
                  "big"]) == 2

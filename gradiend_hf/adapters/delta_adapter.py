@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .._utils import read_safetensors_header
-from ..errors import AdapterCompatibilityError, AdapterLoadError, OutputExistsError
+from .._utils import empty_output_dir, read_safetensors_header
+from ..errors import AdapterCompatibilityError, AdapterLoadError
 from .base_model import base_fingerprint, check_fingerprint, describe_modules, resolve_parameters
 from .configuration import (
     ADAPTER_CONFIG_NAME,
@@ -226,8 +225,7 @@ class DeltaAdapter:
 
         The base model itself is left as it was. An existing non-empty folder is refused unless `overwrite`.
         """
-        folder = Path(save_directory)
-        _refuse_non_empty(folder, overwrite, "merged model")
+        folder = empty_output_dir(save_directory, overwrite=overwrite, what="merged model")
         with self.applied(base_model, scale=scale, h=h, alpha=alpha):
             base_model.save_pretrained(folder, **save_kwargs)
         if tokenizer is not None:
@@ -349,16 +347,6 @@ def record_base_model(config: DeltaAdapterConfig, base_model: nn.Module) -> None
     config.modules = describe_modules(base_model, config.param_names)
     if config.base_model_name_or_path is None:
         config.base_model_name_or_path = getattr(base_model, "name_or_path", None) or None
-
-
-def _refuse_non_empty(folder: Path, overwrite: bool, what: str) -> None:
-    if folder.exists() and any(folder.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"`{folder}` exists and is not empty; the {what} is not written over it. Choose a new folder or pass "
-                f"overwrite=True (CLI: --overwrite)."
-            )
-        shutil.rmtree(folder)
 
 
 __all__ = ["DeltaAdapter", "decoded_update", "record_base_model"]

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .._utils import empty_output_dir
 from ..errors import AdapterExportError
 from .base_model import describe_modules
 from .patching import apply_delta, original_tensors
@@ -94,10 +95,7 @@ class ExportReport:
 # -- shared steps ----------------------------------------------------------------------------------------------------
 def _prepare(adapter: DeltaAdapter, save_directory: str | os.PathLike, base_model: nn.Module | None,
              overwrite: bool, **knobs: Any) -> tuple[Path, dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
-    from .delta_adapter import _refuse_non_empty
-
-    folder = Path(save_directory)
-    _refuse_non_empty(folder, overwrite, "PEFT export")
+    folder = empty_output_dir(save_directory, overwrite=overwrite, what="PEFT export")
     if base_model is not None:
         adapter.check_base_model(base_model)
         modules = describe_modules(base_model, adapter.param_names)
