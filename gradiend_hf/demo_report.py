@@ -55,8 +55,9 @@ def goal_lines(base: Any, debiased: Any, bias_type: str | None) -> list[str]:
     if before is not None and after is not None:
         drop = before.value - after.value
         met = drop < GOAL_LM_DROP
-        lines.append(f"- StereoSet LMS ({group}): {before.value:.3g} → {after.value:.3g}, a drop of {drop:.3g} points "
-                     f"(goal: less than {GOAL_LM_DROP:g}). **{'met' if met else 'missed'}**")
+        change = f"a drop of {drop:.3g} points" if drop > 0 else f"a rise of {-drop:.3g} points"
+        lines.append(f"- StereoSet LMS ({group}): {before.value:.3g} → {after.value:.3g}, {change} "
+                     f"(goal: a drop of less than {GOAL_LM_DROP:g}). **{'met' if met else 'missed'}**")
     for metric, label in (("perplexity", "Perplexity"), ("masked_accuracy", "Masked-token accuracy")):
         before, after = _score(base, "lms", "overall", metric), _score(debiased, "lms", "overall", metric)
         if before is not None and after is not None:
@@ -141,13 +142,15 @@ def _strength_rows(out: Path, reports: Mapping[str, Any], steps: Mapping[str, Ma
     rows = [(0.0, reports["base"], reports["base"]), (1.0, reports["debiased"], reports["base"])]
     rows += [(s, BenchmarkReport.load(out / "benchmarks" / f"scale-{s:g}.json"), lm_base) for s in scales]
     kind = "perplexity" if reports["base"].lm_kind == "causal" else "masked_accuracy"
-    lines = [f"| scale | StereoSet SS ({group}) | SEAT mean \\|d\\| ({group}) | StereoSet LMS ({group}) | "
-             f"{kind} change vs base |", "|---|---|---|---|---|"]
+    has_seat = any(_score(report, "seat", group, "mean_abs_effect_size") is not None for _, report, _ in rows)
+    seat_header = f" SEAT mean \\|d\\| ({group}) |" if has_seat else ""
+    lines = [f"| scale | StereoSet SS ({group}) |{seat_header} StereoSet LMS ({group}) | {kind} change vs base |",
+             "|---|---|---|---|" + ("---|" if has_seat else "")]
     for scale, report, reference in rows:
         lm, lm0 = _score(report, "lms", "overall", kind), _score(reference, "lms", "overall", kind)
         change = "–" if scale == 0 or lm is None or lm0 is None else f"{100 * (lm.value - lm0.value) / lm0.value:+.1f} %"
-        lines.append(f"| {scale:g} | {_ci(_score(report, 'stereoset', group, 'ss'))} | "
-                     f"{_ci(_score(report, 'seat', group, 'mean_abs_effect_size'))} | "
+        seat = f" {_ci(_score(report, 'seat', group, 'mean_abs_effect_size'))} |" if has_seat else ""
+        lines.append(f"| {scale:g} | {_ci(_score(report, 'stereoset', group, 'ss'))} |{seat} "
                      f"{_ci(_score(report, 'stereoset', group, 'lms'))} | {change} |")
     return ["### Turning the update up", "",
             "Scale s applies W + s·ΔW (`adapter.applied(base, scale=s)`, `gradiend apply --scale s`). No criterion "
