@@ -109,3 +109,29 @@ def test_merged_adapter_applies_like_the_weighted_sum(two, llama):
     with merged.applied(llama):
         assert torch.equal(llama.model.norm.weight, before + 0.2 * b.delta()[ONLY_B])
     assert torch.equal(llama.model.norm.weight, before)
+
+
+def test_fingerprints_are_compared_only_over_the_same_parameters(two, llama):
+    import warnings
+
+    from gradiend_hf.adapters.base_model import base_fingerprint
+
+    a, b = two  # same base, different parameter sets: their fingerprints differ but the base is one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        merged = gh.merge_adapters([a, b])
+    assert merged.config.base_model_fingerprint is None  # it cannot be derived from the sources' own fingerprints
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        merged = gh.merge_adapters([a, b], base_model=llama)
+        with merged.applied(llama):  # records the fingerprint of the union: no warning on its own base
+            pass
+    assert merged.config.base_model_fingerprint == base_fingerprint(llama, merged.param_names)
+
+    other = DeltaAdapter.from_deltas(a.delta(), base_model=llama)
+    other.config.base_model_fingerprint = "bf16-sha256:" + "0" * 32  # as if made on another revision
+    with pytest.warns(UserWarning, match="different base weights"):
+        gh.merge_adapters([a, other])
+    with pytest.warns(UserWarning, match="made for other weights"):
+        gh.merge_adapters([a, other], base_model=llama)

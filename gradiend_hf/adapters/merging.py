@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from torch import nn
 
 from ..errors import AdapterCompatibilityError
+from .base_model import check_fingerprint
 from .delta_adapter import DeltaAdapter
 
 MergeMethod = Literal["sum", "ties", "dare", "dare_linear", "dare_ties", "magnitude_prune"]
@@ -18,7 +20,7 @@ MERGE_METHODS: tuple[str, ...] = ("sum", "ties", "dare", "dare_linear", "dare_ti
 def merge_adapters(adapters: Sequence[DeltaAdapter], weights: Sequence[float] | None = None, *,
                    method: MergeMethod = "sum", density: float = 0.5,
                    majority_sign_method: Literal["total", "frequency"] = "total", seed: int = 0,
-                   description: str | None = None) -> DeltaAdapter:
+                   base_model: nn.Module | None = None, description: str | None = None) -> DeltaAdapter:
     """Combine several delta adapters into one fixed adapter, parameter by parameter.
 
     The per-parameter maths is PEFT's (`peft.utils.merge_utils`), not re-implemented here:
@@ -38,6 +40,9 @@ def merge_adapters(adapters: Sequence[DeltaAdapter], weights: Sequence[float] | 
         density: share of entries kept by TIES / DARE / magnitude pruning, in (0, 1].
         majority_sign_method: TIES's sign election (`"total"` or `"frequency"`).
         seed: seed of DARE's random drops.
+        base_model: the base the merge is for. Each adapter's fingerprint is checked against it (a warning when it
+            differs) and the merged adapter records the fingerprint of all its parameters. Without it, the merged
+            adapter keeps the sources' fingerprint only when they all cover the same parameters.
         description: one line for the merged adapter's card.
 
     Raises:
@@ -68,10 +73,19 @@ def merge_adapters(adapters: Sequence[DeltaAdapter], weights: Sequence[float] | 
                 )
             shapes.setdefault(name, shape)
     bases = {a.config.base_model_name_or_path for a in adapters if a.config.base_model_name_or_path}
+    # A fingerprint hashes the weights of the adapter's own parameters: compare adapters over the same ones only.
+    same_params = len({tuple(a.param_names) for a in adapters}) == 1
     prints = {a.config.base_model_fingerprint for a in adapters if a.config.base_model_fingerprint}
-    if len(bases) > 1 or len(prints) > 1:
-        warnings.warn(f"Merging adapters made for different base weights ({sorted(bases)}); the merged update is "
-                      f"applied to whichever base you choose.", stacklevel=2)
+    if base_model is not None:
+        for i, adapter in enumerate(adapters):
+            check_fingerprint(base_model, adapter.param_names, adapter.config.base_model_fingerprint,
+                              what=f"Adapter {adapter.name_or_path or f'#{i}'}",
+                              recorded_base=adapter.config.base_model_name_or_path)
+    elif len(bases) > 1 or (same_params and len(prints) > 1):
+        found = ", ".join(f"{a.config.base_model_name_or_path or 'unnamed base'} "
+                          f"(fingerprint {a.config.base_model_fingerprint})" for a in adapters)
+        warnings.warn(f"Merging adapters made for different base weights: {found}. The merged update is applied to "
+                      f"whichever base you choose; check that they share one base model.", stacklevel=2)
 
     deltas = [adapter.delta() for adapter in adapters]
     weight_tensor = torch.tensor(weights, dtype=torch.float32)
@@ -90,9 +104,10 @@ def merge_adapters(adapters: Sequence[DeltaAdapter], weights: Sequence[float] | 
                 "feature": (a.config.feature or {}).get("name")} for i, (a, w) in enumerate(zip(adapters, weights))]
     return DeltaAdapter.from_deltas(
         merged,
+        base_model=base_model,
         base_model_name_or_path=first.base_model_name_or_path if len(bases) <= 1 else None,
         base_model_revision=first.base_model_revision if len(bases) <= 1 else None,
-        base_model_fingerprint=first.base_model_fingerprint if len(prints) <= 1 else None,
+        base_model_fingerprint=first.base_model_fingerprint if same_params and len(prints) <= 1 else None,
         modules=modules or None,
         merged_from=[{"method": method, "density": density if method != "sum" else None, "seed": seed,
                       "sources": sources}],
