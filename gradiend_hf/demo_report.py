@@ -55,7 +55,8 @@ def goal_lines(base: Any, debiased: Any, bias_type: str | None) -> list[str]:
     if before is not None and after is not None:
         drop = before.value - after.value
         met = drop < GOAL_LM_DROP
-        change = f"a drop of {drop:.3g} points" if drop > 0 else f"a rise of {-drop:.3g} points"
+        change = ("unchanged" if abs(drop) < 5e-4 else
+                  f"a drop of {drop:.3g} points" if drop > 0 else f"a rise of {-drop:.3g} points")
         lines.append(f"- StereoSet LMS ({group}): {before.value:.3g} → {after.value:.3g}, {change} "
                      f"(goal: a drop of less than {GOAL_LM_DROP:g}). **{'met' if met else 'missed'}**")
     for metric, label in (("perplexity", "Perplexity"), ("masked_accuracy", "Masked-token accuracy")):

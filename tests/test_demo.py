@@ -73,3 +73,26 @@ def test_other_settings_in_the_same_folder_are_refused(demo, capsys):
     assert main(changed) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "--overwrite" in err
+
+
+def test_goal_lines_judge_each_benchmark_plainly():
+    from gradiend_hf.benchmarks import BenchmarkReport
+    from gradiend_hf.benchmarks.score import Score
+    from gradiend_hf.demo_report import goal_lines
+
+    def report(ss, ss_ci, seat, lms):
+        return BenchmarkReport(model="m", lm_kind="causal", results={
+            "stereoset": {"gender": {"ss": Score(ss, ss_ci, 10), "lms": Score(lms, None, 10)}},
+            "seat": {"gender": {"mean_abs_effect_size": Score(seat, None, 3)}},
+        })
+
+    lines = goal_lines(report(70.0, (65.0, 75.0), 0.8, 90.0), report(55.0, (52.0, 58.0), 0.9, 89.5), "gender")
+    assert "met: closer to neutral, outside the base's 95 % interval" in lines[0]
+    assert "SEAT" in lines[1] and "missed: not closer to neutral" in lines[1]
+    assert "a drop of 0.5 points" in lines[2] and lines[2].endswith("**met**")
+
+    lines = goal_lines(report(70.0, (65.0, 75.0), 0.8, 90.0), report(68.0, (63.0, 73.0), 0.8, 90.0), "gender")
+    assert "within the 95 % intervals" in lines[0]
+    assert "LMS (gender): 90 → 90, unchanged" in lines[2]
+    lines = goal_lines(report(70.0, None, 0.8, 90.0), report(70.0, None, 0.8, 88.5), "gender")
+    assert "a drop of 1.5 points" in lines[2] and lines[2].endswith("**missed**")
