@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import platform
@@ -45,7 +44,15 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))  # bench_train's helpers
 
 import torch
-from bench_train import DEFAULT_PARAMS, git_commit, load_model, relative_error, summary, synchronize
+from bench_train import (
+    DEFAULT_PARAMS,
+    append_record,
+    git_commit,
+    load_model,
+    relative_error,
+    summary,
+    synchronize,
+)
 
 
 def held_out_texts(tokenizer, lm_kind: str, *, count: int, seed: int) -> list:
@@ -204,11 +211,7 @@ def run(args: argparse.Namespace) -> int:
             "h_max_abs_error": max_abs, "variants": rows,
             "speedup_reference_vs_ours": rows["reference"]["time_ratio_vs_ours"],
         }
-        path = Path(args.record)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(f"\nAppended to {path}.")
+        append_record(args.record, record)
     return 0
 
 

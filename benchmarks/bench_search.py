@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,8 +42,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_models.py (in-process tiny Llama / BERT)
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(HERE))  # bench_train's helpers
 
 import torch
+from bench_train import append_record, git_commit, load_model, save_tiny_model, summary, vm_hwm_mb, warn_load
 
 DEFAULT_PARAMS = {"tiny-bert": "bert.encoder.layer.*.output.dense.weight"}
 FALLBACK_PARAMS = "model.layers.*.mlp.down_proj.weight"
@@ -53,23 +54,6 @@ VARIANTS = ("ours", "reference")
 
 
 # -- shared by both variants ---------------------------------------------------------------------------------
-def load_model(name: str):
-    """(model, tokenizer): in-process tiny Llama / BERT for `tiny` / `tiny-bert`, else `load_base_model`."""
-    if name == "tiny":
-        from tiny_models import bpe_tokenizer, tiny_llama
-
-        tokenizer = bpe_tokenizer()
-        return tiny_llama(len(tokenizer)), tokenizer
-    if name == "tiny-bert":
-        from tiny_models import tiny_bert, wordpiece_tokenizer
-
-        tokenizer = wordpiece_tokenizer()
-        return tiny_bert(len(tokenizer)), tokenizer
-    from gradiend_hf import load_base_model
-
-    return load_base_model(name)
-
-
 def load_feature(name: str):
     """The tiny models get the tiny gender feature (single-token she/he for their vocabularies)."""
     if name in TINY_MODELS:
@@ -110,11 +94,6 @@ def texts_digest(examples: Sequence[dict], neutral: Sequence[str]) -> str:
     """A short hash of the texts scored, compared by the parent to prove both variants saw the same data."""
     text = "\n".join(f"{e['label']}\t{e['text']}" for e in examples) + "\n\n" + "\n".join(neutral)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def vm_hwm_mb() -> float:
-    """Peak resident set size so far, in MiB (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def scores_of(point) -> dict[str, Any]:
@@ -230,14 +209,6 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- the parent: run children one after the other, check, report ---------------------------------------------
-def summary(times: Sequence[float]) -> tuple[float, float]:
-    """Median and interquartile range (q3 − q1)."""
-    if len(times) < 2:
-        return times[0], 0.0
-    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
-    return statistics.median(times), q3 - q1
-
-
 def child_command(args: argparse.Namespace, variant: str, result_file: str) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), "--variant", variant, "--result-file", result_file,
                "--model", args.model, "--max-texts", str(args.max_texts), "--max-neutral", str(args.max_neutral),
@@ -262,18 +233,6 @@ def max_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
     return worst
 
 
-def git_commit() -> str | None:
-    try:
-        def git(*command: str) -> str:
-            return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-
-        commit, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain")
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def machine(args: argparse.Namespace, threads: int, load_before: float) -> dict[str, Any]:
     import transformers
 
@@ -283,26 +242,10 @@ def machine(args: argparse.Namespace, threads: int, load_before: float) -> dict[
             "platform": platform.platform()}
 
 
-def append_record(path: str, record: dict[str, Any]) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(f"\nAppended to {target}.")
-
-
 def run_children(args: argparse.Namespace, variants: Sequence[str]) -> dict[str, dict[str, Any]]:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_search_") as tmp:
-        model_path = None
-        if args.model in TINY_MODELS:
-            # Built once, loaded by every child: in-process builds may differ across processes (the tiny WordPiece
-            # vocabulary depends on the hash seed), and the score check needs identical weights.
-            model_path = f"{tmp}/base"
-            base, tokenizer = load_model(args.model)
-            base.save_pretrained(model_path)
-            tokenizer.save_pretrained(model_path)
-            del base, tokenizer
+        model_path = save_tiny_model(args.model, tmp)
         for variant in variants:  # sequentially: timings must not compete for the same cores
             result_file = f"{tmp}/{variant}.json"
             print(f"running {variant} ...", file=sys.stderr, flush=True)
@@ -310,14 +253,6 @@ def run_children(args: argparse.Namespace, variants: Sequence[str]) -> dict[str,
             subprocess.run(command + (["--model-path", model_path] if model_path else []), check=True)
             results[variant] = json.loads(Path(result_file).read_text())
     return results
-
-
-def warn_load() -> float:
-    load = os.getloadavg()[0]
-    if load > 0.25 * (os.cpu_count() or 1):
-        print(f"warning: load average {load:.2f} on {os.cpu_count()} CPUs before the run; other processes distort "
-              f"the timings (consider --threads 1).", file=sys.stderr)
-    return load
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -308,28 +308,49 @@ def git_commit() -> str | None:
         return None
 
 
+def warn_load() -> float:
+    """The load average before a timed run, with a warning when other processes would distort the timings."""
+    load = os.getloadavg()[0]
+    if load > 0.25 * (os.cpu_count() or 1):
+        print(f"warning: load average {load:.2f} on {os.cpu_count()} CPUs before the run; other processes distort "
+              f"the timings (with several torch threads, a busy core can slow a step tenfold; consider --threads 1).",
+              file=sys.stderr)
+    return load
+
+
+def save_tiny_model(name: str, folder: str) -> str | None:
+    """For the tiny models, build once and save into `folder` the model every child loads (else None).
+
+    In-process builds may differ across processes (the tiny WordPiece vocabulary depends on the hash seed), and
+    the checks between variants need identical weights.
+    """
+    if name not in TINY_MODELS:
+        return None
+    path = f"{folder}/base"
+    base, tokenizer = load_model(name)
+    base.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def append_record(path: str, record: dict[str, Any]) -> None:
+    """Append one JSON line to the results file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(f"\nAppended to {target}.")
+
+
 def run_parent(args: argparse.Namespace) -> int:
     import transformers
 
     variants = ["ours", "baseline"] + (["baseline-dynamic"] if args.also_dynamic else [])
-    load_before = os.getloadavg()[0]
-    if load_before > 0.25 * (os.cpu_count() or 1):
-        print(f"warning: load average {load_before:.2f} on {os.cpu_count()} CPUs before the run; other "
-              f"processes distort the timings (with several torch threads, a busy core can slow a step "
-              f"tenfold; consider --threads 1).",
-              file=sys.stderr)
+    load_before = warn_load()
     results: dict[str, dict[str, Any]] = {}
     grads: dict[str, torch.Tensor] = {}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        model_path = None
-        if args.model in TINY_MODELS:
-            # Built once, loaded by every child: in-process builds may differ across processes (the tiny
-            # WordPiece vocabulary depends on the hash seed), and the ∇± check needs identical weights.
-            model_path = f"{tmp}/base"
-            base, tokenizer = load_model(args.model)
-            base.save_pretrained(model_path)
-            tokenizer.save_pretrained(model_path)
-            del base, tokenizer
+        model_path = save_tiny_model(args.model, tmp)
         for variant in variants:  # sequentially: timings must not compete for the same cores
             result_file, grad_file = f"{tmp}/{variant}.json", f"{tmp}/{variant}.pt"
             print(f"running {variant} ...", file=sys.stderr, flush=True)
@@ -397,11 +418,7 @@ def run_parent(args: argparse.Namespace) -> int:
             "time_ratio_baseline_vs_ours": rows["baseline"]["time_ratio_vs_ours"],
             "rss_ratio_baseline_vs_ours": rows["baseline"]["rss_ratio_vs_ours"],
         }
-        path = Path(args.record)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(f"\nAppended to {path}.")
+        append_record(args.record, record)
     return 0
 
 
