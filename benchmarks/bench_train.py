@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # tiny_models.py (in-process tiny Llama
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 DEFAULT_PARAMS = "model.layers.*.mlp.down_proj.weight"
 VARIANTS = ("ours", "baseline", "baseline-dynamic")
@@ -253,7 +254,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         if index >= args.warmup:
             times.append(time.perf_counter() - tick)
         if index == 0:  # write step 1's ∇± out and drop it, so the check does not hold memory during timing
-            torch.save(runner.take_first_diff(), args.grad_file)
+            save_file({"grad": runner.take_first_diff().contiguous()}, args.grad_file)
 
     result = {
         "variant": args.variant, "n": runner.n, "lm_kind": lm_kind, "times_s": times, "losses": losses,
@@ -352,12 +353,12 @@ def run_parent(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         model_path = save_tiny_model(args.model, tmp)
         for variant in variants:  # sequentially: timings must not compete for the same cores
-            result_file, grad_file = f"{tmp}/{variant}.json", f"{tmp}/{variant}.pt"
+            result_file, grad_file = f"{tmp}/{variant}.json", f"{tmp}/{variant}.safetensors"
             print(f"running {variant} ...", file=sys.stderr, flush=True)
             command = child_command(args, variant, result_file, grad_file)
             subprocess.run(command + (["--model-path", model_path] if model_path else []), check=True)
             results[variant] = json.loads(Path(result_file).read_text())
-            grads[variant] = torch.load(grad_file)
+            grads[variant] = load_file(grad_file)["grad"]
 
     digests = {r["batches"] for r in results.values()}
     if len(digests) != 1:
