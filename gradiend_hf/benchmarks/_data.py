@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
 from gradiend_hf.errors import BenchmarkError
 
 if TYPE_CHECKING:
@@ -77,6 +79,34 @@ def check_bias_types(
     if not chosen:
         raise BenchmarkError(f"bias_types is empty; pass None for all of {list(available)} or some of them.")
     return chosen
+
+
+def select_by_bias_type(
+    items: Sequence[T],
+    requested: Iterable[str] | None,
+    available: Sequence[str],
+    benchmark: str,
+    limit: int | None,
+    aliases: dict[str, str] | None = None,
+) -> list[T]:
+    """The items (each with a `bias_type`) of the requested bias types, at most `limit` per type, spread evenly.
+
+    Raises:
+        BenchmarkError: A requested type is not one of `available` (or an alias of one), or a bad limit.
+    """
+    chosen = check_bias_types(requested, available, benchmark, aliases)
+    return balanced_subset([i for i in items if i.bias_type in chosen], lambda i: i.bias_type, limit)
+
+
+def rows_by_bias_type(bias_types: Sequence[str], known: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """Row indices of each bias type in `bias_types` (one per item), then of all rows as "overall".
+
+    Known types come first in their order, any others after them, sorted.
+    """
+    present = set(bias_types)
+    groups = [b for b in known if b in present] + sorted(present - set(known))
+    return [(group, np.array([i for i, b in enumerate(bias_types) if group in ("overall", b)]))
+            for group in [*groups, "overall"]]
 
 
 def require_fields(record: dict[str, Any], fields: Sequence[str], what: str) -> None:

@@ -184,6 +184,18 @@ def causal_log_probs(
     return results
 
 
+def mean_sentence_log_probs(model: torch.nn.Module, tokenizer, sentences: Sequence[str], *, max_length: int,
+                            batch_size: int, progress: bool, desc: str) -> list[float]:
+    """Mean token log-probability of each whole sentence after a start token (bias-bench's GPT-2 scoring).
+
+    A sentence with no scored token gets −inf.
+    """
+    ids = sentence_ids(tokenizer, sentences, max_length=max_length, prepend_bos=True)
+    log_probs = causal_log_probs(model, ids, pad=pad_id(tokenizer), batch_size=batch_size, progress=progress,
+                                 desc=desc)  # fmt: skip
+    return [float(lp.double().mean()) if lp.numel() else float("-inf") for lp in log_probs]
+
+
 @torch.no_grad()
 def masked_log_probs(
     model: torch.nn.Module,

@@ -11,15 +11,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from gradiend_hf.benchmarks._data import balanced_subset, check_bias_types, data_file, require_fields
+from gradiend_hf.benchmarks._data import data_file, require_fields, rows_by_bias_type, select_by_bias_type
 from gradiend_hf.benchmarks._scoring import (
     LMKind,
-    causal_log_probs,
     infer_lm_kind,
     mask_token_id,
     masked_log_probs,
+    mean_sentence_log_probs,
     pad_id,
-    sentence_ids,
 )
 from gradiend_hf.benchmarks.bootstrap import bootstrap_cis
 from gradiend_hf.benchmarks.score import Score, ScoreTable, table_from_dict, table_to_dict
@@ -82,10 +81,9 @@ def load_crows_pairs(*, bias_types: Iterable[str] | None = None, limit: int | No
         bias_types: Keep only these ("race" stands for "race-color"); all three when None.
         limit: At most this many pairs per bias type, spread evenly over the file (deterministic).
     """
-    chosen = check_bias_types(bias_types, CROWS_BIAS_TYPES, "CrowS-Pairs", ALIASES)
     lines = data_file(CROWS_FILE).read_text(encoding="utf-8").splitlines()
     pairs = [CrowsPair.from_record(json.loads(line)) for line in lines]
-    return balanced_subset([p for p in pairs if p.bias_type in chosen], lambda p: p.bias_type, limit)
+    return select_by_bias_type(pairs, bias_types, CROWS_BIAS_TYPES, "CrowS-Pairs", limit, ALIASES)
 
 
 def crows_metric(more: np.ndarray, less: np.ndarray, stereo: np.ndarray) -> np.ndarray:
@@ -142,10 +140,8 @@ def crows_pairs_score(
     if pairs is None:
         pairs = load_crows_pairs(bias_types=bias_types, limit=limit)
     else:
-        chosen = check_bias_types(
-            bias_types, sorted({p.bias_type for p in pairs}), "CrowS-Pairs pairs", ALIASES
-        )
-        pairs = balanced_subset([p for p in pairs if p.bias_type in chosen], lambda p: p.bias_type, limit)
+        pairs = select_by_bias_type(pairs, bias_types, sorted({p.bias_type for p in pairs}), "CrowS-Pairs pairs",
+                                    limit, ALIASES)
     if not pairs:
         raise BenchmarkError("CrowS-Pairs needs at least one pair, got none.")
     bad = sorted({p.direction for p in pairs} - {"stereo", "antistereo"})
@@ -157,10 +153,7 @@ def crows_pairs_score(
         scores = _masked_scores(model, tokenizer, pairs, batch_size, max_length, progress)
     stereo = np.array([p.direction == "stereo" for p in pairs])
     table: ScoreTable = {}
-    types = [b for b in CROWS_BIAS_TYPES if any(p.bias_type == b for p in pairs)]
-    types += sorted({p.bias_type for p in pairs} - set(types))
-    for bias_type in [*types, "overall"]:
-        rows = np.array([i for i, p in enumerate(pairs) if bias_type in ("overall", p.bias_type)])
+    for bias_type, rows in rows_by_bias_type([p.bias_type for p in pairs], CROWS_BIAS_TYPES):
         more, less, direction = scores[rows, 0], scores[rows, 1], stereo[rows]
         values = crows_metric(more, less, direction)
         cis = bootstrap_cis(lambda idx, m=more, s=less, d=direction: crows_metric(m[idx], s[idx], d[idx]),
@@ -175,10 +168,8 @@ def crows_pairs_score(
 
 def _causal_scores(model, tokenizer, pairs, batch_size: int, max_length: int, progress: bool) -> np.ndarray:
     sentences = [s for p in pairs for s in (p.sent_more, p.sent_less)]
-    ids = sentence_ids(tokenizer, sentences, max_length=max_length, prepend_bos=True)
-    log_probs = causal_log_probs(model, ids, pad=pad_id(tokenizer), batch_size=batch_size, progress=progress,
-                                 desc="CrowS-Pairs")  # fmt: skip
-    means = [float(lp.double().mean()) if lp.numel() else float("-inf") for lp in log_probs]
+    means = mean_sentence_log_probs(model, tokenizer, sentences, max_length=max_length, batch_size=batch_size,
+                                    progress=progress, desc="CrowS-Pairs")
     return np.array(means).reshape(len(pairs), 2)
 
 

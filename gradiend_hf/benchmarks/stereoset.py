@@ -10,15 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradiend_hf.benchmarks._data import balanced_subset, check_bias_types, data_file, require_fields
+from gradiend_hf.benchmarks._data import data_file, require_fields, rows_by_bias_type, select_by_bias_type
 from gradiend_hf.benchmarks._scoring import (
     LMKind,
-    causal_log_probs,
     infer_lm_kind,
     mask_token_id,
     masked_log_probs,
+    mean_sentence_log_probs,
     pad_id,
-    sentence_ids,
 )
 from gradiend_hf.benchmarks.bootstrap import bootstrap_cis
 from gradiend_hf.benchmarks.score import Score, ScoreTable, table_from_dict, table_to_dict
@@ -77,11 +76,9 @@ def load_stereoset(
         bias_types: Keep only these (gender, profession, race, religion); all when None.
         limit: At most this many examples per bias type, spread evenly over the file (deterministic).
     """
-    chosen = check_bias_types(bias_types, STEREOSET_BIAS_TYPES, "StereoSet")
     lines = data_file(STEREOSET_FILE).read_text(encoding="utf-8").splitlines()
     examples = [StereoSetExample.from_record(json.loads(line)) for line in lines]
-    examples = [e for e in examples if e.bias_type in chosen]
-    return balanced_subset(examples, lambda e: e.bias_type, limit)
+    return select_by_bias_type(examples, bias_types, STEREOSET_BIAS_TYPES, "StereoSet", limit)
 
 
 def stereoset_metrics(scores: np.ndarray, target_ids: np.ndarray) -> np.ndarray:
@@ -153,10 +150,8 @@ def stereoset_score(
     if examples is None:
         examples = load_stereoset(bias_types=bias_types, limit=limit)
     else:
-        chosen = check_bias_types(bias_types, sorted({e.bias_type for e in examples}), "StereoSet examples")
-        examples = balanced_subset(
-            [e for e in examples if e.bias_type in chosen], lambda e: e.bias_type, limit
-        )
+        examples = select_by_bias_type(examples, bias_types, sorted({e.bias_type for e in examples}),
+                                       "StereoSet examples", limit)
     if not examples:
         raise BenchmarkError("StereoSet needs at least one example, got none.")
     if kind == "causal":
@@ -164,10 +159,7 @@ def stereoset_score(
     else:
         scores = _masked_scores(model, tokenizer, examples, batch_size, max_length, progress)
     table: ScoreTable = {}
-    groups = [b for b in STEREOSET_BIAS_TYPES if any(e.bias_type == b for e in examples)]
-    groups += sorted({e.bias_type for e in examples} - set(groups))
-    for group in [*groups, "overall"]:
-        rows = np.array([i for i, e in enumerate(examples) if group in ("overall", e.bias_type)])
+    for group, rows in rows_by_bias_type([e.bias_type for e in examples], STEREOSET_BIAS_TYPES):
         _, target_ids = np.unique([examples[i].target for i in rows], return_inverse=True)
         group_scores = scores[rows]
         values = stereoset_metrics(group_scores, target_ids)
@@ -181,10 +173,8 @@ def _causal_scores(
     model, tokenizer, examples, batch_size: int, max_length: int, progress: bool
 ) -> np.ndarray:
     sentences = [e.sentences[label] for e in examples for label in LABELS]
-    ids = sentence_ids(tokenizer, sentences, max_length=max_length, prepend_bos=True)
-    log_probs = causal_log_probs(model, ids, pad=pad_id(tokenizer), batch_size=batch_size, progress=progress,
-                                 desc="StereoSet")  # fmt: skip
-    means = [float(lp.double().mean()) if lp.numel() else float("-inf") for lp in log_probs]
+    means = mean_sentence_log_probs(model, tokenizer, sentences, max_length=max_length, batch_size=batch_size,
+                                    progress=progress, desc="StereoSet")
     return np.array(means).reshape(len(examples), len(LABELS))
 
 
