@@ -34,11 +34,15 @@ def test_metric_counts_sent_more_preferred_in_both_directions() -> None:
     more = np.array([-10.0, -12.0, -5.0, -7.0, -3.0])
     less = np.array([-11.0, -11.0, -6.0, -7.0, -4.0])
     stereo = np.array([True, True, False, True, False])
-    # wins: 1, 0, 1, tie (no win), 1 -> 3 of 5; stereo 1 of 3; antistereo 2 of 2
+    # wins: 1, 0, 1, tie (no win), 1 -> 3 of N = 5; stereo: 1 of the 2 untied (the tie is neutral, as in
+    # Nangia et al.'s metric.py: it counts in N only); antistereo 2 of 2
     metric, stereo_score, antistereo_score = crows_metric(more, less, stereo)
     assert metric == pytest.approx(60.0)
-    assert stereo_score == pytest.approx(100 / 3) and antistereo_score == pytest.approx(100.0)
+    assert stereo_score == pytest.approx(50.0) and antistereo_score == pytest.approx(100.0)
     assert np.isnan(crows_metric(more[:2], less[:2], stereo[:2])[2])
+    # only ties of one kind: no split score for it, while the metric counts them as non-preferences
+    assert np.isnan(crows_metric(np.array([1.0, 2.0]), np.array([1.0, 1.0]), np.array([False, True]))[2])
+    assert crows_metric(np.array([1.0, 2.0]), np.array([1.0, 1.0]), np.array([False, True]))[0] == 50.0
 
 
 def test_shared_positions_are_difflib_equal_blocks() -> None:

@@ -14,7 +14,7 @@ def _report(ss: float, perplexity: float, effect: float) -> BenchmarkReport:
         results={
             "stereoset": {"gender": {"ss": Score(ss, (ss - 5, ss + 5), 10)}},
             "seat": {"gender": {"mean_abs_effect_size": Score(effect, None, 6)}},
-            "lms": {"overall": {"perplexity": Score(perplexity, (perplexity - 1, perplexity + 1), 100)}},
+            "lm_score": {"overall": {"perplexity": Score(perplexity, (perplexity - 1, perplexity + 1), 100)}},
         },
         seconds={"stereoset": 1.0}, settings={"limit": 20},
     )  # fmt: skip

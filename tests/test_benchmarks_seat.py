@@ -113,12 +113,29 @@ def test_embeddings_are_masked_means_of_the_body_output() -> None:
     finally:
         handle.remove()
     assert not calls  # the 262k-vocabulary head of Gemma would cost more than the body
-    for text, vector in zip(texts, vectors):
+    with_bos = sentence_embeddings(llama, bpe, texts, batch_size=2, skip_bos=False)
+    for text, vector, vector_with_bos in zip(texts, vectors, with_bos):
         ids = bpe(text, return_tensors="pt")["input_ids"]
+        assert ids[0, 0] == bpe.bos_token_id  # the tokenizer adds a BOS, as Gemma's does
         with torch.no_grad():
             hidden = llama(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
-        expected = hidden.mean(0).double().numpy()
+        # a causal LM's BOS state is the same for every sentence: the mean leaves it out
+        expected = hidden[1:].mean(0).double().numpy()
         assert np.allclose(vector, expected / np.linalg.norm(expected), atol=1e-5)
+        everything = hidden.mean(0).double().numpy()
+        assert np.allclose(vector_with_bos, everything / np.linalg.norm(everything), atol=1e-5)
+        assert not np.allclose(vector, vector_with_bos, atol=1e-3)
+
+
+def test_masked_lm_embeddings_keep_cls_and_sep() -> None:
+    wordpiece = wordpiece_tokenizer()
+    bert = tiny_bert(len(wordpiece))
+    (vector,) = sentence_embeddings(bert, wordpiece, ["mary is here."])
+    ids = wordpiece("mary is here.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        hidden = bert(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
+    expected = hidden.mean(0).double().numpy()  # [CLS] and [SEP] attend to the sentence: bias-bench keeps them
+    assert np.allclose(vector, expected / np.linalg.norm(expected), atol=1e-5)
 
 
 def test_seat_score_on_a_masked_lm_with_limit() -> None:

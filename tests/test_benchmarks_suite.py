@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 from tiny_models import bpe_tokenizer, tiny_bert, tiny_llama, wordpiece_tokenizer
 
@@ -31,14 +33,14 @@ def test_public_api_is_sorted() -> None:
 
 
 def test_every_suite_reports_its_groups(report: BenchmarkReport) -> None:
-    assert report.lm_kind == "causal" and set(report.seconds) == {"stereoset", "crows", "seat", "lms"}
+    assert report.lm_kind == "causal" and set(report.seconds) == {"stereoset", "crows", "seat", "lm_score"}
     assert set(report.results["stereoset"]) == {"gender", "profession", "race", "religion", "overall"}
     assert set(report.results["crows"]) == {"gender", "race", "religion", "overall"}
     assert set(report.results["seat"]) == {"gender", "race", "overall"}
-    assert set(report.results["lms"]["overall"]) == {"perplexity"}
+    assert set(report.results["lm_score"]["overall"]) == {"perplexity"}
     assert report.score("stereoset", "overall", "ss").count == 16
     assert report.score("crows", "race", "metric").count == 4
-    assert report.details["lms"]["num_texts"] == 4 and len(report.details["seat"]["tests"]) == 13
+    assert report.details["lm_score"]["num_texts"] == 4 and len(report.details["seat"]["tests"]) == 13
     with pytest.raises(BenchmarkError, match="No score seat/religion"):
         report.score("seat", "religion", "mean_abs_effect_size")
 
@@ -48,7 +50,16 @@ def test_report_round_trips_through_json(report: BenchmarkReport, tmp_path) -> N
     data = json.loads(text)
     again = BenchmarkReport.from_dict(data)
     assert again == report and json.dumps(again.to_dict(), allow_nan=False) == text
-    assert BenchmarkReport.load(report.save(tmp_path / "r" / "report.json")) == report
+    loaded = BenchmarkReport.load(report.save(tmp_path / "r" / "report.json"))
+    assert loaded == report
+    # the per-example scores travel beside the JSON, exactly
+    assert (tmp_path / "r" / "report.examples.safetensors").is_file()
+    assert set(loaded.examples) == set(report.examples) == {"stereoset", "crows", "seat", "lm_score"}
+    for suite, saved in report.examples.items():
+        assert loaded.examples[suite].codes == saved.codes
+        assert set(loaded.examples[suite].arrays) == set(saved.arrays)
+        for name, array in saved.arrays.items():
+            assert np.array_equal(loaded.examples[suite].arrays[name], array), (suite, name)
     with pytest.raises(BenchmarkError, match="version"):
         BenchmarkReport.from_dict({**data, "version": 99})
 
@@ -62,10 +73,10 @@ def test_bias_types_select_and_skip_suites(bpe) -> None:
 
 def test_masked_lm_suite(bpe) -> None:
     wordpiece = wordpiece_tokenizer()
-    report = run_benchmarks(tiny_bert(len(wordpiece)), wordpiece, suites=("lms", "stereoset"), limit=2,
+    report = run_benchmarks(tiny_bert(len(wordpiece)), wordpiece, suites=("lm_score", "stereoset"), limit=2,
                             progress=False, bootstrap=0, bias_types=["gender"])  # fmt: skip
     assert report.lm_kind == "masked"
-    assert set(report.results["lms"]["overall"]) == {"masked_accuracy"}
+    assert set(report.results["lm_score"]["overall"]) == {"masked_accuracy"}
     assert set(report.results["stereoset"]) == {"gender", "overall"}
 
 

@@ -14,6 +14,7 @@ from gradiend_hf.benchmarks.crows_pairs import (
     load_crows_pairs,
 )
 from gradiend_hf.benchmarks.lm_score import LMScoreResult, default_lm_texts, lm_score
+from gradiend_hf.benchmarks.paired import PairedDifference, paired_differences
 from gradiend_hf.benchmarks.report import METRIC_INFO, compare_reports, plot_reports
 from gradiend_hf.benchmarks.score import Score
 from gradiend_hf.benchmarks.seat import (
@@ -37,12 +38,13 @@ from gradiend_hf.benchmarks.stereoset import (
     stereoset_metrics,
     stereoset_score,
 )
-from gradiend_hf.benchmarks.suite import BIAS_TYPES, SUITES, BenchmarkReport, run_benchmarks
+from gradiend_hf.benchmarks.suite import BIAS_TYPES, LM_SCORE, SUITES, BenchmarkReport, run_benchmarks
 
 __all__ = [
     "BIAS_TYPES",
     "CROWS_BIAS_TYPES",
     "DEFAULT_SEAT_TESTS",
+    "LM_SCORE",
     "METRIC_INFO",
     "SEAT_BIAS_TYPES",
     "SEAT_TESTS",
@@ -52,6 +54,7 @@ __all__ = [
     "CrowsPair",
     "CrowsPairsResult",
     "LMScoreResult",
+    "PairedDifference",
     "Score",
     "SeatResult",
     "SeatTest",
@@ -70,6 +73,7 @@ __all__ = [
     "load_seat_tests",
     "load_stereoset",
     "p_value",
+    "paired_differences",
     "percentile_interval",
     "plot_reports",
     "ratio_ci",

@@ -45,6 +45,8 @@ class LMScoreResult:
     per_text_log_likelihood: list[float]
     """Summed log p per text; with `per_text_tokens`, callers can re-aggregate over any subset."""
     per_text_tokens: list[int]
+    per_text_hits: list[float] | None = None
+    """Masked LMs: per text, how many masked tokens were predicted right (None for causal LMs)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the interval as a list)."""
@@ -141,6 +143,7 @@ def lm_score(
         ci=ci,
         per_text_log_likelihood=sums.tolist(),
         per_text_tokens=counts.tolist(),
+        per_text_hits=None if hits is None else hits.tolist(),
     )
 
 

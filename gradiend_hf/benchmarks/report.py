@@ -30,13 +30,13 @@ METRIC_INFO: dict[tuple[str, str], MetricInfo] = {
     ("crows", "stereo"): MetricInfo("CrowS-Pairs stereo", "ideal", 50.0),
     ("crows", "antistereo"): MetricInfo("CrowS-Pairs antistereo", "ideal", 50.0),
     ("seat", "mean_abs_effect_size"): MetricInfo("SEAT mean |d|", "ideal", 0.0),
-    ("lms", "perplexity"): MetricInfo("Perplexity", "lower"),
-    ("lms", "masked_accuracy"): MetricInfo("Masked accuracy", "higher"),
+    ("lm_score", "perplexity"): MetricInfo("Perplexity", "lower"),
+    ("lm_score", "masked_accuracy"): MetricInfo("Masked accuracy", "higher"),
 }
 """Display name and direction of every metric the suites report."""
 
 PLOTTED = (("stereoset", "ss"), ("stereoset", "lms"), ("stereoset", "icat"), ("crows", "metric"),
-           ("seat", "mean_abs_effect_size"), ("lms", "perplexity"), ("lms", "masked_accuracy"))  # fmt: skip
+           ("seat", "mean_abs_effect_size"), ("lm_score", "perplexity"), ("lm_score", "masked_accuracy"))  # fmt: skip
 """Metrics `plot_reports` draws (the CrowS direction splits are left to the table)."""
 
 

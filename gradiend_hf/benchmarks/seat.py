@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gradiend_hf.benchmarks._data import check_bias_types, data_file, evenly_spaced, require_fields
-from gradiend_hf.benchmarks._scoring import _padded, device_of, eval_mode, pad_id
+from gradiend_hf.benchmarks._scoring import _padded, device_of, eval_mode, infer_lm_kind, pad_id
 from gradiend_hf.benchmarks.bootstrap import percentile_interval
 from gradiend_hf.benchmarks.score import Score, ScoreTable, table_from_dict, table_to_dict
 from gradiend_hf.errors import BenchmarkError
@@ -115,6 +115,9 @@ class SeatResult:
     scores: ScoreTable
     """group -> {"mean_abs_effect_size"} -> Score (count = number of tests)."""
     tests: list[SeatTestResult] = field(default_factory=list)
+    similarities: dict[str, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict, repr=False)
+    """Per test: the target-attribute cosines with A and with B, and |X| (not serialised; for paired
+    comparisons)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"scores": table_to_dict(self.scores), "tests": [t.to_dict() for t in self.tests]}
@@ -166,8 +169,13 @@ def associations(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> 
 
 def effect_size(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Caliskan's d = (mean_x s(x) − mean_y s(y)) / std_{w ∈ X∪Y} s(w), with the sample std (ddof=1)."""
-    s = associations(x, y, a, b)
-    return float((s[: len(x)].mean() - s[len(x) :].mean()) / s.std(ddof=1))
+    return effect_size_from_similarities(*similarities(x, y, a, b), len(x))
+
+
+def effect_size_from_similarities(cos_a: np.ndarray, cos_b: np.ndarray, n_x: int) -> float:
+    """Caliskan's d from the target-attribute cosines (targets: X then Y), see `similarities`."""
+    s = cos_a.mean(1) - cos_b.mean(1)
+    return float((s[:n_x].mean() - s[n_x:].mean()) / s.std(ddof=1))
 
 
 def p_value(
@@ -210,24 +218,51 @@ def p_value(
     return hits / drawn, False
 
 
+def similarities(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosines of every target (X then Y) with every attribute of A and of B: what the effect size rests on."""
+    targets = _unit(np.concatenate([x, y]))
+    return targets @ _unit(a).T, targets @ _unit(b).T
+
+
+@dataclass(frozen=True)
+class ResampleCounts:
+    """How often each item of X, Y, A and B is drawn in each bootstrap resample (rows sum to the set's size).
+
+    Drawing them once and applying them to two models' similarities gives a *paired* bootstrap."""
+
+    x: np.ndarray
+    y: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+
+    @classmethod
+    def draw(cls, sizes: tuple[int, int, int, int], *, resamples: int, seed: int) -> ResampleCounts:
+        rng = np.random.default_rng(seed)
+        n_x, n_y, n_a, n_b = sizes
+        a, b = _counts(rng, n_a, resamples), _counts(rng, n_b, resamples)
+        return cls(_counts(rng, n_x, resamples), _counts(rng, n_y, resamples), a, b)
+
+
 def effect_size_samples(
     x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, *, resamples: int, seed: int
 ) -> np.ndarray:
-    """Effect sizes of `resamples` bootstrap samples that redraw X, Y, A and B each with replacement.
+    """Effect sizes of `resamples` bootstrap samples that redraw X, Y, A and B each with replacement."""
+    counts = ResampleCounts.draw((len(x), len(y), len(a), len(b)), resamples=resamples, seed=seed)
+    return resampled_effect_sizes(*similarities(x, y, a, b), len(x), counts)
+
+
+def resampled_effect_sizes(cos_a: np.ndarray, cos_b: np.ndarray, n_x: int, counts: ResampleCounts) -> np.ndarray:
+    """Effect sizes under each resample of `counts`, from the target-attribute cosines (targets: X then Y).
 
     Vectorised with resample counts: s for every target under every resampled (A, B) is one matrix product.
     """
-    rng = np.random.default_rng(seed)
-    targets = _unit(np.concatenate([x, y]))
-    cos_a, cos_b = targets @ _unit(a).T, targets @ _unit(b).T
-    weight_a = _counts(rng, len(a), resamples) / len(a)
-    weight_b = _counts(rng, len(b), resamples) / len(b)
-    s = (cos_a @ weight_a.T - cos_b @ weight_b.T).T  # (resamples, |X| + |Y|)
-    count_x, count_y = _counts(rng, len(x), resamples), _counts(rng, len(y), resamples)
+    n_y = cos_a.shape[0] - n_x
+    s = (cos_a @ (counts.a / cos_a.shape[1]).T - cos_b @ (counts.b / cos_b.shape[1]).T).T  # (resamples, |X|+|Y|)
+    count_x, count_y = counts.x, counts.y
     weights = np.concatenate([count_x, count_y], axis=1)
-    mean_x = (count_x * s[:, : len(x)]).sum(1) / len(x)
-    mean_y = (count_y * s[:, len(x) :]).sum(1) / len(y)
-    total = len(x) + len(y)
+    mean_x = (count_x * s[:, :n_x]).sum(1) / n_x
+    mean_y = (count_y * s[:, n_x:]).sum(1) / n_y
+    total = n_x + n_y
     mean = (weights * s).sum(1) / total
     std = np.sqrt((weights * (s - mean[:, None]) ** 2).sum(1) / (total - 1))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -244,6 +279,14 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
+def _is_causal(model: torch.nn.Module, tokenizer) -> bool:
+    """Whether the model attends only leftwards (a causal LM or its bare body)."""
+    try:
+        return infer_lm_kind(model) == "causal"
+    except BenchmarkError:  # a bare body: decoders' tokenizers have no mask token
+        return getattr(tokenizer, "mask_token_id", None) is None
+
+
 @torch.no_grad()
 def sentence_embeddings(
     model: torch.nn.Module,
@@ -252,9 +295,15 @@ def sentence_embeddings(
     *,
     batch_size: int = 16,
     max_length: int = 128,
+    skip_bos: bool | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Mean of the last hidden states over each text's tokens (attention-masked, special tokens included).
+    """Mean of the last hidden states over each text's tokens (attention-masked), as bias-bench pools them.
+
+    A causal LM's leading BOS token is left out of the mean (`skip_bos`, by default for causal models): it attends
+    only to itself, so its state is the same vector for every sentence, and averaging it in pulls all embeddings
+    toward one point and shrinks the effect sizes (Gemma adds a BOS; GPT-2, which bias-bench evaluates, adds
+    none). A masked LM's [CLS] and [SEP] see the whole sentence and stay in, as in bias-bench.
 
     Runs only the model's body (`model.base_model`), so a causal LM's 262k-vocabulary head costs nothing.
     Embeddings are L2-normalised, as in May et al. (cosines do not change).
@@ -268,6 +317,8 @@ def sentence_embeddings(
     encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)[
         "input_ids"
     ]
+    skip_bos = _is_causal(model, tokenizer) if skip_bos is None else skip_bos
+    bos = tokenizer.bos_token_id
     order = sorted(range(len(texts)), key=lambda i: (-len(encoded[i]), i))
     result: list[np.ndarray | None] = [None] * len(texts)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -277,6 +328,9 @@ def sentence_embeddings(
             output = body(input_ids=ids, attention_mask=mask)
             hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             weights = mask.unsqueeze(-1).to(hidden.dtype)
+            if skip_bos and bos is not None:
+                leading = (ids[:, :1] == bos) & (mask.sum(1, keepdim=True) > 1)  # never empty a one-token text
+                weights[:, :1] = weights[:, :1] * (~leading).unsqueeze(-1).to(hidden.dtype)
             pooled = ((hidden * weights).sum(1) / weights.sum(1)).double().cpu().numpy()
             for row, index in enumerate(batch):
                 result[index] = pooled[row]
@@ -330,9 +384,10 @@ def seat_score(
     vectors = sentence_embeddings(model, tokenizer, unique, batch_size=batch_size, max_length=max_length,
                                   progress=progress)  # fmt: skip
     index = {text: i for i, text in enumerate(unique)}
-    results, samples = [], {}
+    results, samples, cosines = [], {}, {}
     for number, test in enumerate(tests):
         x, y, a, b = (vectors[[index[s] for s in part]] for part in (test.x, test.y, test.a, test.b))
+        cosines[test.name] = (*similarities(x, y, a, b), len(x))
         value = effect_size(x, y, a, b)
         p, exact = p_value(x, y, a, b, permutations=permutations, seed=seed + number)
         draws = (
@@ -356,4 +411,4 @@ def seat_score(
             interval = percentile_interval(draws)
             ci = None if interval is None else (max(0.0, interval[0]), max(0.0, interval[1]))
         table[group] = {"mean_abs_effect_size": Score(value, ci, len(members))}
-    return SeatResult(scores=table, tests=results)
+    return SeatResult(scores=table, tests=results, similarities=cosines)

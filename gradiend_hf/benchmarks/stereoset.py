@@ -58,6 +58,9 @@ class StereoSetResult:
     """group (bias type or "overall") -> {"ss", "lms", "icat"} -> Score."""
     candidate_scores: list[list[float]] = field(default_factory=list, repr=False)
     """Per example: the score of the stereotype, anti-stereotype and unrelated candidate (not serialised)."""
+    targets: list[str] = field(default_factory=list, repr=False)
+    """Per example: its target term (SS and LMS are averaged per target)."""
+    bias_types: list[str] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"lm_kind": self.lm_kind, "scores": table_to_dict(self.scores)}
@@ -127,8 +130,14 @@ def stereoset_score(
 
     Masked LMs: a candidate's score is the mean probability of its word's subwords, each predicted at one mask
     in the BLANK with the earlier subwords shown and the later ones left out (StereoSet / bias-bench).
-    Causal LMs: the mean token log-probability of the whole sentence after a start token (bias-bench's GPT-2
-    scoring, which compares geometric-mean probabilities).
+    Causal LMs: the mean log-probability of the sentence's tokens, in one pass over [start token] + sentence,
+    where the start token is the tokenizer's BOS (EOS if it has none; `sentence_ids`). bias-bench's GPT-2
+    scoring also averages token log-probabilities (its geometric-mean probability ranks candidates the same way),
+    but it takes p(first token) from a separate pass over "<|endoftext|>" alone and the other tokens from a pass
+    over the sentence *without* that token, so tokens 2 … n are conditioned on the sentence only and sit one
+    position earlier. Here every token is conditioned on the start token and all tokens before it in a single
+    pass: for GPT-2 the first token's probability is the same, the others can differ slightly; for models such as
+    Gemma, whose inputs always begin with BOS, this is the distribution they were trained on.
 
     Args:
         model: A transformers masked or causal LM.
@@ -166,7 +175,8 @@ def stereoset_score(
         cis = bootstrap_cis(lambda idx, s=group_scores, t=target_ids: stereoset_metrics(s[idx], t[idx]),
                             len(rows), resamples=bootstrap, seed=seed)  # fmt: skip
         table[group] = {m: Score(float(v), ci, len(rows)) for m, v, ci in zip(METRICS, values, cis)}
-    return StereoSetResult(lm_kind=kind, scores=table, candidate_scores=scores.tolist())
+    return StereoSetResult(lm_kind=kind, scores=table, candidate_scores=scores.tolist(),
+                           targets=[e.target for e in examples], bias_types=[e.bias_type for e in examples])
 
 
 def _causal_scores(
