@@ -1,0 +1,88 @@
+"""The GRADIEND training loss and its gradients in closed form, without an autograd graph over n-long tensors.
+
+GRADIEND minimises MSE(dec(enc(g)), t) with enc(g) = act(Σ_i <W_e[i], g_i> + b_e) and dec(h)_i = h·W_d[i] + b_d[i].
+The model is linear in W_d and b_d and one activation away from W_e, so with r_i = dec(h)_i − t_i and c = 2/n:
+
+    ∂L/∂b_d[i] = c·r_i        ∂L/∂W_d[i] = c·h ⊗ r_i        ∂L/∂h = c·Σ_i W_d[i]·r_i
+    ∂L/∂z = ∂L/∂h ⊙ act'(z)   ∂L/∂W_e[i] = ∂L/∂z ⊗ g_i      ∂L/∂b_e = ∂L/∂z
+
+Autograd would keep the decoded update, the residual and their products for every selected parameter until the
+backward pass (several n-long buffers; at n = 268M each is 1 GB). Here each parameter's residual lives only
+while its gradients are written, straight into the `.grad` buffers, which are reused from step to step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+
+def _activation_derivative(activation: str, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    if activation == "tanh":
+        return 1.0 - h * h
+    if activation == "hardtanh":
+        return ((z > -1.0) & (z < 1.0)).to(z.dtype)
+    return torch.ones_like(z)
+
+
+def _grad_buffer(param: torch.nn.Parameter) -> torch.Tensor:
+    if param.grad is None or param.grad.shape != param.shape or param.grad.dtype != param.dtype:
+        param.grad = torch.empty_like(param)
+    return param.grad
+
+
+def _write_outer(param: torch.nn.Parameter, left: torch.Tensor, right: torch.Tensor) -> None:
+    """param.grad = left ⊗ right (latent × n_i), written in place when the dtypes allow it."""
+    buffer = _grad_buffer(param)
+    if buffer.dtype == torch.float32:
+        torch.outer(left, right, out=buffer.reshape(left.shape[0], -1))
+    else:
+        buffer.copy_(torch.outer(left, right).reshape(param.shape))
+
+
+@torch.no_grad()
+def reconstruction_gradients(model, source: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+                             target: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> float:
+    """Write ∂MSE/∂θ of one (unbatched) source/target pair into every GRADIEND parameter's `.grad`; return the MSE.
+
+    The same loss as `GradiendModel.forward(source, target).loss` (mean over all n entries) and the same gradients
+    as its `backward()`, to float round-off.
+
+    Args:
+        model: a `GradiendModel`.
+        source: the encoder's input gradient per selected base parameter (dict by name, or tensors in order).
+        target: ∇± per selected base parameter.
+    """
+    names = model.config.param_names
+    sources = [source[n] for n in names] if isinstance(source, Mapping) else list(source)
+    targets = [target[n] for n in names] if isinstance(target, Mapping) else list(target)
+    encoder, decoder = model.encoder, model.decoder
+    dtype = encoder.bias.dtype
+    latent = model.config.latent_size
+    z = encoder.bias.detach().clone()
+    for weight, g in zip(encoder.weights, sources):
+        z += weight.reshape(latent, -1) @ g.reshape(-1).to(dtype)
+    h = model.activate(z)
+    scale = 2.0 / model.config.num_selected
+    grad_h = torch.zeros(latent, dtype=torch.float32, device=z.device)
+    loss = torch.zeros((), dtype=torch.float64)
+    for weight, bias, t in zip(decoder.weights, decoder.biases, targets):
+        flat_weight = weight.reshape(latent, -1)
+        residual = (h.to(weight.dtype) @ flat_weight).reshape(bias.shape) + bias
+        residual = residual.float() - t.to(device=residual.device, dtype=torch.float32)
+        loss += residual.double().pow(2).sum().cpu()
+        flat_residual = residual.reshape(-1)
+        grad_h += flat_weight.float() @ flat_residual
+        residual.mul_(scale)  # in place (the view flat_residual too): the unscaled residual is not needed again
+        _grad_buffer(bias).copy_(residual)
+        _write_outer(weight, h.float(), flat_residual)
+        del residual, flat_residual
+    grad_z = (grad_h * scale) * _activation_derivative(model.config.activation, z.float(), h.float())
+    for weight, g in zip(encoder.weights, sources):
+        _write_outer(weight, grad_z, g.reshape(-1).to(device=weight.device, dtype=torch.float32))
+    _grad_buffer(encoder.bias).copy_(grad_z.to(dtype))
+    return float(loss) / model.config.num_selected
+
+
+__all__ = ["reconstruction_gradients"]
