@@ -348,7 +348,7 @@ class Bench:
     model: str = _arg("base model: embedded name (see `gradiend models`), Hub id or folder", "gemma-3-270m")
     adapter: list[str] = _arg("delta adapter folders or Hub ids, each benchmarked applied to the base (one at a time)",
                               [], nargs="+")
-    suite: str = _arg("comma-separated suites: stereoset,crows,seat,lms", "stereoset,crows,seat,lms")
+    suite: str = _arg("comma-separated suites: stereoset,crows,seat,lm_score", "stereoset,crows,seat,lm_score")
     bias_types: str | None = _arg("comma-separated bias types: gender,race,religion,profession (default: all)", None)
     limit: int | None = _arg("at most this many examples per bias type / SEAT set / LM texts, for quick runs", None)
     batch_size: int = _arg("sequences per forward pass", 16)
@@ -360,7 +360,7 @@ class Bench:
 
     def run(self) -> int:
         from .adapters import DeltaAdapter
-        from .benchmarks import compare_reports, plot_reports, run_benchmarks
+        from .benchmarks import compare_reports, paired_differences, plot_reports, run_benchmarks
 
         out = _check_output(self.out, self.overwrite)
         adapters = {Path(a).name or a: DeltaAdapter.from_pretrained(a) for a in self.adapter}  # fail before loading
@@ -377,10 +377,19 @@ class Bench:
         for name, report in reports.items():
             report.save(out / f"{name}.json")
         table = compare_reports(reports)
+        for name, report in list(reports.items())[1:]:
+            paired = paired_differences(reports["base"], report, seed=self.seed)
+            (out / f"{name}.paired.json").write_text(json.dumps([d.to_dict() for d in paired], indent=2) + "\n")
+            table += (f"\n{name} − base, paired (the same examples resampled for both; 95 %):\n\n"
+                      "| benchmark | bias type | metric | change | interval | moved |\n|---|---|---|---|---|---|\n")
+            table += "".join(f"| {d.suite} | {d.group} | {d.metric} | {d.difference:+.4g} | "
+                             f"{'–' if d.ci is None else f'[{d.ci[0]:+.3g}, {d.ci[1]:+.3g}]'} | "
+                             f"{'yes' if d.moved else 'no'} |\n" for d in paired)
         (out / "benchmarks.md").write_text(table, encoding="utf-8")
         plot_reports(reports, out / "benchmarks.png", title=self.model)
         print(table)
-        print(f"Wrote {out}/: one JSON per model, benchmarks.md, benchmarks.png")
+        print(f"Wrote {out}/: one JSON (+ per-example scores) per model, paired changes per adapter, benchmarks.md, "
+              "benchmarks.png")
         return 0
 
 
@@ -393,6 +402,15 @@ class Demo:
     out: str = _arg("output folder (a second run with the same arguments reuses finished steps)", "runs/demo")
     quick: bool = _arg("a minutes-long version on fewer steps, texts and grid points", False)
     steps: int | None = _arg("GRADIEND training steps (default 100; --quick 20)", None)
+    params: list[str] = _arg("base parameters: glob patterns or a preset (paper = all but the LM head; blocks); "
+                             "default: the embedded model's recommendation", [], nargs="+")
+    on: str = _arg("what the decoder search scores: transfer | feature | auto (transfer when one exists)", "auto")
+    transfer: str | None = _arg("your own transfer texts (.csv/.jsonl with one [MASK] per text)", None)
+    transfer_words: str | None = _arg("JSON {class: [words]} for --transfer (default: built-in first names)", None)
+    h: list[str] = _arg("feature factors h* of the search grid (default: the paper's 15)", [], nargs="+")
+    alpha: list[str] = _arg("learning rates α of the search grid; ±x gives both signs (default: the paper's 16)",
+                            [], nargs="+")
+    strengths: list[str] = _arg("also benchmark the chosen update scaled by these (e.g. 2 4)", [], nargs="+")
     bench_limit: int | None = _arg("benchmark examples per bias type (default all; --quick 24)", None)
     seed: int = _arg("seed of training, splits and samples", 0)
     overwrite: bool = _arg("redo every step (empties --out first)", False)
@@ -401,9 +419,15 @@ class Demo:
     def run(self) -> int:
         from .demo import DemoArguments, run_demo
 
+        h_values, alphas = _parse_grid(self.h, "--h"), _parse_grid(self.alpha, "--alpha")
+        strengths = _parse_grid(self.strengths, "--strengths") or []
         report = run_demo(DemoArguments(model=self.model, feature=self.feature, out=self.out, quick=self.quick,
-                                        steps=self.steps, bench_limit=self.bench_limit, seed=self.seed,
-                                        overwrite=self.overwrite, progress=not self.quiet))
+                                        steps=self.steps, params=tuple(self.params) or None, on=self.on,
+                                        transfer=self.transfer, transfer_words=self.transfer_words,
+                                        h_values=tuple(h_values) if h_values else None,
+                                        alphas=tuple(alphas) if alphas else None, strengths=tuple(strengths),
+                                        bench_limit=self.bench_limit, seed=self.seed, overwrite=self.overwrite,
+                                        progress=not self.quiet))
         print(f"Report: {report}")
         return 0
 
@@ -535,9 +559,18 @@ class Search:
     model: str | None = _arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
     feature: str | None = _arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file; default: the built-in "
                                "feature named in the config", None)
+    on: str = _arg("score points on 'transfer' texts (descriptions of people followed by a name or group-word "
+                   "slot; the authors' selection) or on the 'feature' texts (its own slot)", "transfer")
+    transfer: str | None = _arg("your own transfer texts (.csv/.jsonl with a text column holding one [MASK]; "
+                                "optional split, group); default: the built-in set of the feature", None)
+    transfer_words: str | None = _arg("JSON file {class: [words] or {word: weight}} for --transfer (default for "
+                                      "gender: the built-in first names)", None)
+    lm_policy: str | None = _arg("threshold (keep points with LM score >= 0.99 x base; default on transfer) | "
+                                 "product (index x LM score, the paper) | relative (default on feature)", None)
+    lm_threshold: float = _arg("share of the base's LM score a point must keep (threshold policy)", 0.99)
     split: str = _arg("split whose texts score the grid points", "validation")
-    max_texts: int = _arg("feature texts per point, half per class", 16)  # search.DEFAULT_MAX_TEXTS
-    max_neutral: int = _arg("neutral sentences for the LM factor", 8)  # search.DEFAULT_MAX_NEUTRAL
+    max_texts: int | None = _arg("texts per point (default: 24 transfer texts, 16 feature texts)", None)
+    max_neutral: int = _arg("neutral sentences for the LM score", 8)  # search.DEFAULT_MAX_NEUTRAL
     test_texts: int = _arg("test-split texts to report the best balanced point on (0: skip)", 64)
     h: list[str] = field(default_factory=list, metadata={
         "help": "feature factors h* (default: -10 -2 -1 -0.8 ... 0.8 1 2 10, and 0)"})
@@ -556,16 +589,19 @@ class Search:
         import os
 
         from .evaluation import evaluate_point, search_decoder
+        from .features.transfer import load_transfer
         from .modeling_gradiend import GradiendModel
 
         h_values, alphas = _parse_grid(self.h, "--h"), _parse_grid(self.alpha, "--alpha")  # before slow loads
+        transfer = load_transfer(self.transfer, self.transfer_words) if self.transfer else None
         model = GradiendModel.from_pretrained(self.path_or_repo)
         seeds = (model.config.training or {}).get("seeds") or [0]
         feature_seed = self.feature_seed if self.feature_seed is not None else int(seeds[0])
         feature = _feature_for(model.config, self.feature, feature_seed)
         base, tokenizer = _load_base_for(model, self.path_or_repo, self.model)
-        options = {"max_texts": self.max_texts, "max_neutral": self.max_neutral, "batch_size": self.batch_size,
-                   "seed": self.seed}
+        options = {"on": self.on, "transfer": transfer, "lm_policy": self.lm_policy,
+                   "lm_threshold": self.lm_threshold, "max_texts": self.max_texts, "max_neutral": self.max_neutral,
+                   "batch_size": self.batch_size, "seed": self.seed}
         result = search_decoder(model, base, tokenizer, feature, h_values=h_values, alphas=alphas, split=self.split,
                                 prune=not self.no_prune, progress=not self.quiet, **options)
         if self.out:
@@ -576,15 +612,16 @@ class Search:
             out = Path("search-" + self.path_or_repo.replace("/", "--"))
         paths = list(result.save(out).values())
         s = result.settings
-        print(f"Decoder search of {self.path_or_repo} on {feature.name!r} ({self.split} split, {s['num_texts']} "
-              f"texts, {s['num_neutral']} neutral sentences): {len(result.points)} points, {s['points_scored']} "
-              f"scored, {s['points_with_lm']} with an LM factor, {s['total_seconds']:.0f} s.")
-        print(f"{'criterion':<12} {'h*':>6} {'alpha':>8} {'index':>7} {'LM':>6} {'score':>7}   base: index = score")
+        print(f"Decoder search of {self.path_or_repo} on {feature.name!r} ({s['on']} texts, {self.split} split, "
+              f"{s['num_texts']} texts, {s['num_neutral']} neutral sentences, LM policy {s['lm_policy']}): "
+              f"{len(result.points)} points, {s['points_scored']} scored, {s['points_with_lm']} with an LM score, "
+              f"{s['total_seconds']:.0f} s.")
+        print(f"{'criterion':<12} {'h*':>6} {'alpha':>8} {'index':>9} {'LM score':>9} {'score':>9}   base score")
         for criterion in result.criteria:
             best = result.best(criterion)
             where = f"{'base':>6} {'':>8}" if best.is_base else f"{best.h:>6g} {best.alpha:>8g}"
-            print(f"{criterion:<12} {where} {best.indices[criterion]:>7.3f} {best.lm_factor:>6.3f} "
-                  f"{best.score(criterion):>7.3f}   {result.base.score(criterion):.3f}")
+            print(f"{criterion:<12} {where} {best.indices[criterion]:>9.4g} {best.lm_score:>9.4g} "
+                  f"{best.score(criterion):>9.4g}   {result.base.score(criterion):.4g}")
         best = result.best("balanced")
         if best.is_base:
             print("No grid point beats the base model on the balanced index; nothing to check on the test split.")
@@ -594,8 +631,8 @@ class Search:
             point, reference = test.points[0], test.base
             scores = ", ".join(f"{c} {point.score(c):.3f} (base {reference.score(c):.3f})" for c in test.criteria)
             print(f"Test split ({test.settings['num_texts']} texts), best balanced point h*={best.h:g}, "
-                  f"alpha={best.alpha:g}: {scores}; LM factor {point.lm_factor:.3f}, bias {point.bias:+.3g} "
-                  f"(base {reference.bias:+.3g}).")
+                  f"alpha={best.alpha:g}: {scores}; LM score {point.lm_score:.4g} (base {reference.lm_score:.4g}), "
+                  f"bias {point.bias:+.3g} (base {reference.bias:+.3g}).")
             paths.append(test.to_json(out / "search_test.json"))
         print(f"Wrote {', '.join(str(p) for p in paths)}")
         return 0
@@ -616,7 +653,7 @@ EXAMPLES: dict[str, str] = {
             "  gradiend demo --quick --out runs/demo-quick   # a few minutes\n"
             "  gradiend demo --feature race:white,black --out runs/demo-race",
     "bench": "example:\n  gradiend bench --model gemma-3-270m --adapter runs/demo/adapter --bias-types gender "
-             "--out runs/bench\n  gradiend bench --model smollm2-135m --suite stereoset,lms --limit 50",
+             "--out runs/bench\n  gradiend bench --model smollm2-135m --suite stereoset,lm_score --limit 50",
     "export": "example:\n  gradiend export runs/gender --h -1 --alpha 0.01 --out out/debias --lora exact\n"
               "  gradiend export runs/gender --h 0 --alpha 0.01 --dial --out out/gender-dial",
     "apply": "example:\n  gradiend apply out/debias --out out/gemma-debiased\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 from collections.abc import Mapping
@@ -10,8 +11,15 @@ from typing import Any
 
 import torch
 
+GOAL_SS_POINTS = 4.0
+"""The debiasing goal: StereoSet SS at least this many points closer to 50."""
+GOAL_SEAT_SHARE = 0.30
+"""The debiasing goal: SEAT mean |d| at least this share lower."""
 GOAL_LM_DROP = 1.0
 """The debiasing goal allows the StereoSet LM score (LMS) to drop by less than this many points."""
+GOAL_PERPLEXITY = 5.0
+"""The debiasing goal allows perplexity to rise by at most this many per cent."""
+NO_EDIT = "no debiasing edit found"
 
 
 def _fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
@@ -20,50 +28,58 @@ def _fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}g}" if signed else f"{value:.{digits}g}"
 
 
-def _score(report: Any, suite: str, group: str, metric: str):
-    return report.results.get(suite, {}).get(group, {}).get(metric)
+def _interval(d: Any, digits: int = 3) -> str:
+    return "–" if d.ci is None else f"[{d.ci[0]:+.{digits}g}, {d.ci[1]:+.{digits}g}]"
 
 
-def _ci(score: Any) -> str:
-    if score is None:
-        return "–"
-    interval = f" [{score.ci[0]:.3g}, {score.ci[1]:.3g}]" if score.ci else ""
-    return f"{score.value:.3g}{interval}"
+def goal_lines(paired: list[Any], bias_type: str | None) -> list[str]:
+    """Plain sentences on each part of the debiasing goal, judged on paired intervals (adapter − base).
 
-
-def goal_lines(base: Any, debiased: Any, bias_type: str | None) -> list[str]:
-    """Plain sentences on whether the debiasing goal was met: SS toward 50, SEAT |d| toward 0, LMS drop < 1 point."""
+    SS at least `GOAL_SS_POINTS` closer to 50 and SEAT mean |d| at least `GOAL_SEAT_SHARE` lower, each with an
+    interval that excludes 0; StereoSet LMS down by less than `GOAL_LM_DROP`; perplexity up by at most
+    `GOAL_PERPLEXITY` %. CrowS-Pairs is reported the same way, without a target.
+    """
     group = bias_type or "overall"
+    found = {(d.suite, d.group, d.metric): d for d in paired}
     lines = []
-    checks = [("stereoset", "ss", 50.0, "StereoSet SS"), ("crows", "metric", 50.0, "CrowS-Pairs"),
-              ("seat", "mean_abs_effect_size", 0.0, "SEAT mean |d|")]
-    for suite, metric, ideal, label in checks:
-        before, after = _score(base, suite, group, metric), _score(debiased, suite, group, metric)
-        if before is None or after is None:
-            continue
-        gain = abs(before.value - ideal) - abs(after.value - ideal)
-        overlap = bool(before.ci and after.ci and not (after.ci[1] < before.ci[0] or after.ci[0] > before.ci[1]))
-        if gain <= 0:
-            verdict = "missed: not closer to neutral"
-        elif overlap:
-            verdict = "toward neutral, but within the 95 % intervals (not a clear change)"
-        else:
-            verdict = "met: closer to neutral, outside the base's 95 % interval"
-        lines.append(f"- {label} ({group}): {before.value:.3g} → {after.value:.3g}, {abs(gain):.3g} "
-                     f"{'closer to' if gain > 0 else 'further from'} the neutral {ideal:g}. **{verdict}**")
-    before, after = _score(base, "stereoset", group, "lms"), _score(debiased, "stereoset", group, "lms")
-    if before is not None and after is not None:
-        drop = before.value - after.value
-        met = drop < GOAL_LM_DROP
+    ss = found.get(("stereoset", group, "ss"))
+    if ss is not None:
+        gain = ss.toward_ideal
+        met = gain >= GOAL_SS_POINTS and ss.moved
+        lines.append(f"- StereoSet SS ({group}): {ss.base:.3g} → {ss.other:.3g}, {abs(gain):.3g} points "
+                     f"{'closer to' if gain > 0 else 'further from'} 50; change {ss.difference:+.3g} "
+                     f"{_interval(ss)} (paired 95 %){'' if ss.moved else ', an interval that includes 0'}. "
+                     f"Goal: ≥ {GOAL_SS_POINTS:g} points closer, interval excluding 0. **{'met' if met else 'missed'}**")
+    seat = found.get(("seat", group, "mean_abs_effect_size"))
+    if seat is not None:
+        share = seat.toward_ideal / seat.base if seat.base else 0.0
+        met = share >= GOAL_SEAT_SHARE and seat.moved
+        lines.append(f"- SEAT mean |d| ({group}): {seat.base:.3g} → {seat.other:.3g} ({-100 * share:+.1f} %); "
+                     f"change {seat.difference:+.3g} {_interval(seat)}. Goal: ≥ {100 * GOAL_SEAT_SHARE:g} % lower, "
+                     f"interval excluding 0. **{'met' if met else 'missed'}**")
+    crows = found.get(("crows", group, "metric"))
+    if crows is not None:
+        gain = crows.toward_ideal
+        lines.append(f"- CrowS-Pairs ({group}): {crows.base:.3g} → {crows.other:.3g}, {abs(gain):.3g} points "
+                     f"{'closer to' if gain > 0 else 'further from'} 50; change {crows.difference:+.3g} "
+                     f"{_interval(crows)}{' (moved)' if crows.moved else ' (not moved: the interval includes 0)'}.")
+    lms = found.get(("stereoset", group, "lms"))
+    if lms is not None:
+        drop = -lms.difference
         change = ("unchanged" if abs(drop) < 5e-4 else
                   f"a drop of {drop:.3g} points" if drop > 0 else f"a rise of {-drop:.3g} points")
-        lines.append(f"- StereoSet LMS ({group}): {before.value:.3g} → {after.value:.3g}, {change} "
-                     f"(goal: a drop of less than {GOAL_LM_DROP:g}). **{'met' if met else 'missed'}**")
+        lines.append(f"- StereoSet LMS ({group}): {lms.base:.3g} → {lms.other:.3g}, {change} {_interval(lms)} "
+                     f"(goal: a drop of less than {GOAL_LM_DROP:g}). **{'met' if drop < GOAL_LM_DROP else 'missed'}**")
     for metric, label in (("perplexity", "Perplexity"), ("masked_accuracy", "Masked-token accuracy")):
-        before, after = _score(base, "lms", "overall", metric), _score(debiased, "lms", "overall", metric)
-        if before is not None and after is not None:
-            change = 100 * (after.value - before.value) / before.value
-            lines.append(f"- {label} on held-out WikiText: {before.value:.4g} → {after.value:.4g} ({change:+.2f} %).")
+        d = found.get(("lm_score", "overall", metric))
+        if d is None:
+            continue
+        change = 100 * d.difference / d.base
+        goal = ""
+        if metric == "perplexity":
+            goal = f" (goal: at most +{GOAL_PERPLEXITY:g} %). **{'met' if change <= GOAL_PERPLEXITY else 'missed'}**"
+        lines.append(f"- {label} on held-out WikiText: {d.base:.4g} → {d.other:.4g} ({change:+.2f} %, "
+                     f"{_interval(d, 4)}){goal}")
     return lines
 
 
@@ -76,112 +92,148 @@ def eval_results(report: Any, *, task_type: str, suffix: str,
              ("stereoset", "icat"): ("stereoset", "StereoSet (dev, intrasentence)", "icat", "ICAT"),
              ("crows", "metric"): ("crows_pairs", "CrowS-Pairs", "stereotype_preference", "CrowS-Pairs"),
              ("seat", "mean_abs_effect_size"): ("seat", "SEAT", "effect_size", "SEAT mean |d|"),
-             ("lms", "perplexity"): ("wikitext", "WikiText-2 test (held-out lines)", "perplexity", "perplexity"),
-             ("lms", "masked_accuracy"): ("wikitext", "WikiText-2 test (held-out lines)", "accuracy",
-                                          "masked accuracy")}
+             ("lm_score", "perplexity"): ("wikitext", "WikiText-2 test (held-out lines)", "perplexity", "perplexity"),
+             ("lm_score", "masked_accuracy"): ("wikitext", "WikiText-2 test (held-out lines)", "accuracy",
+                                               "masked accuracy")}
     rows = []
     for suite, table in report.results.items():
         for group, metrics in table.items():
             for metric, score in metrics.items():
                 if (suite, metric) not in names or not math.isfinite(score.value):
                     continue
-                if groups is not None and group not in groups and suite != "lms":
+                if groups is not None and group not in groups and suite != "lm_score":
                     continue
                 dataset_type, dataset_name, metric_type, label = names[(suite, metric)]
-                group_label = "" if group == "overall" and suite == "lms" else f" {group}"
+                group_label = "" if group == "overall" and suite == "lm_score" else f" {group}"
                 rows.append({"task_type": task_type, "dataset_type": dataset_type, "dataset_name": dataset_name,
                              "metric_type": metric_type, "metric_name": f"{label}{group_label} ({suffix})",
                              "metric_value": round(float(score.value), 4)})
     return rows
 
 
-def _timing_table(steps: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    from .demo import STEPS
-
+def _timing_table(steps: Mapping[str, Mapping[str, Any]], order: list[str]) -> list[str]:
     lines = ["| step | seconds |", "|---|---|"]
     total = 0.0
-    for step in [s for s in STEPS if s in steps]:
-        info = steps[step]
-        seconds = float(info.get("seconds", 0.0))
+    for step in [s for s in order if s in steps]:
+        seconds = float(steps[step].get("seconds", 0.0))
         total += seconds
         lines.append(f"| {step} | {seconds:.0f} |")
     lines.append(f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |")
     return lines
 
 
-def _search_rows(result: Any, chosen: Any, test: Any) -> list[str]:
-    positive, negative = result.classes
-    header = ("| model | split | balanced index | LM factor | balanced score | "
-              f"{positive} index | {negative} index | p({positive} word) | p({negative} word) | perplexity |")
-    lines = [header, "|" + "---|" * 10]
-
-    def row(label: str, split: str, point: Any) -> str:
+def _search_section(search: Any, chosen: Any, test: Any, info: Mapping[str, Any]) -> list[str]:
+    positive, negative = search.classes
+    transfer = search.on == "transfer"
+    what = ("the transfer task: descriptions of people followed by a "
+            f"{'first-name' if search.feature == 'gender' else 'group-word'} slot; the index is the paper's "
+            f"{'BPI' if search.settings.get('formula') == 'bpi' else 'balance index'} over the classes' masses P_c"
+            if transfer else f"the feature's own slot texts ({info.get('why_feature') or 'as asked'})")
+    lines = [
+        f"Points scored on {what}; LM policy **{search.lm_policy}** ({search.formulas.get('lm_policy', '')}). "
+        f"{len(search.points)} grid points on {len(search.examples)} validation texts and "
+        f"{len(search.neutral_texts)} neutral sentences: {sum(p.lm_score is not None for p in search.points)} with an "
+        f"LM score, {sum(bool(p.indices) and p.lm_score is None for p in search.points)} without (their index could "
+        f"not beat the best), {sum(not p.indices for p in search.points)} pruned.", ""]
+    if not info["edit_found"]:
+        lines += [f"**{NO_EDIT.capitalize()}**: no grid point beats the base model under this criterion "
+                  f"(base score {_fmt(info.get('validation_base_score'), 4)})."
+                  + (f" The fallback below is the edit with the best index among those that keep the LM score at "
+                     f"least 0.99 × the base's; it is reported as a fallback edit, not as a debiased model."
+                     if chosen is not None else " No edit keeps the LM score, so no adapter was exported."), ""]
+    if chosen is None:
+        return lines
+    header = ("| model | split | balanced index | LM score | perplexity (neutral) | "
+              f"P({positive}) | P({negative}) |" + (" association |" if transfer else ""))
+    lines += [header, "|" + "---|" * (8 if transfer else 7)]
+    label = f"h* = {chosen.h:g}, α = {chosen.alpha:g}"
+    for name, split, point in (("base", "validation", search.base), (label, "validation", chosen),
+                               ("base", "test", test.base), (label, "test", test.points[0])):
         p = point.mean_p or {}
-        p_pos = sum(p.get(c, {}).get(positive, 0.0) for c in (positive, negative)) / 2
-        p_neg = sum(p.get(c, {}).get(negative, 0.0) for c in (positive, negative)) / 2
-        indices = point.indices or {}
-        return (f"| {label} | {split} | {_fmt(indices.get('balanced'))} | {_fmt(point.lm_factor)} | "
-                f"{_fmt(point.score('balanced'))} | {_fmt(indices.get(positive))} | {_fmt(indices.get(negative))} | "
-                f"{p_pos:.3g} | {p_neg:.3g} | {_fmt(point.lm_perplexity, 4)} |")
-
-    lines.append(row("base", "validation", result.base))
-    lines.append(row(f"h = {chosen.h:g}, α = {chosen.alpha:g}", "validation", chosen))
-    lines.append(row("base", "test", test.base))
-    lines.append(row(f"h = {chosen.h:g}, α = {chosen.alpha:g}", "test", test.points[0]))
+        p_pos = sum(v.get(positive, 0.0) for v in p.values()) / max(1, len(p))
+        p_neg = sum(v.get(negative, 0.0) for v in p.values()) / max(1, len(p))
+        row = (f"| {name} | {split} | {_fmt((point.indices or {}).get('balanced'), 4)} | {_fmt(point.lm_score, 4)} | "
+               f"{_fmt(point.lm_perplexity, 4)} | {p_pos:.3g} | {p_neg:.3g} |")
+        lines.append(row + (f" {_fmt(point.association)} |" if transfer else ""))
+    lines.append("")
+    if transfer:
+        lines += [f"P_c = probability mass of class c's words at the slot (per group of descriptions, averaged); "
+                  f"association = mean log(P({positive})/P({negative})) on descriptions stereotyped {positive} "
+                  f"minus that on descriptions stereotyped {negative} (0: the description makes no difference).", ""]
     return lines
 
 
-def _strength_rows(out: Path, reports: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]],
-                   group: str) -> list[str]:
-    """The chosen update at scales 0, 1 and the `strength` step's scales: bias against language modelling."""
-    from .benchmarks import BenchmarkReport
+def _paired_table(paired: list[Any]) -> list[str]:
+    lines = ["| benchmark | bias type | metric | base | with the adapter | change [paired 95 %] | moved |",
+             "|---|---|---|---|---|---|---|"]
+    for d in paired:
+        lines.append(f"| {d.suite} | {d.group} | {d.metric} | {d.base:.4g} | {d.other:.4g} | {d.difference:+.3g} "
+                     f"{_interval(d)} | {'yes' if d.moved else 'no'} |")
+    return lines
 
+
+def _strength_rows(out: Path, steps: Mapping[str, Mapping[str, Any]], group: str) -> list[str]:
+    """The chosen update at the `strength` step's scales, paired with the base."""
     scales = steps.get("strength", {}).get("scales") or []
     if not scales:
         return []
-    lm_base = BenchmarkReport.load(out / "benchmarks" / "scale-0.json")
-    rows = [(0.0, reports["base"], reports["base"]), (1.0, reports["debiased"], reports["base"])]
-    rows += [(s, BenchmarkReport.load(out / "benchmarks" / f"scale-{s:g}.json"), lm_base) for s in scales]
-    kind = "perplexity" if reports["base"].lm_kind == "causal" else "masked_accuracy"
-    has_seat = any(_score(report, "seat", group, "mean_abs_effect_size") is not None for _, report, _ in rows)
-    seat_header = f" SEAT mean \\|d\\| ({group}) |" if has_seat else ""
-    lines = [f"| scale | StereoSet SS ({group}) |{seat_header} StereoSet LMS ({group}) | {kind} change vs base |",
-             "|---|---|---|---|" + ("---|" if has_seat else "")]
-    for scale, report, reference in rows:
-        lm, lm0 = _score(report, "lms", "overall", kind), _score(reference, "lms", "overall", kind)
-        change = "–" if scale == 0 or lm is None or lm0 is None else f"{100 * (lm.value - lm0.value) / lm0.value:+.1f} %"
-        seat = f" {_ci(_score(report, 'seat', group, 'mean_abs_effect_size'))} |" if has_seat else ""
-        lines.append(f"| {scale:g} | {_ci(_score(report, 'stereoset', group, 'ss'))} |{seat} "
-                     f"{_ci(_score(report, 'stereoset', group, 'lms'))} | {change} |")
+    lines = ["| scale | StereoSet SS | SEAT mean \\|d\\| | StereoSet LMS | perplexity change |", "|---|---|---|---|---|"]
+    for scale in scales:
+        rows = json.loads((out / "benchmarks" / f"scale-{scale:g}-paired.json").read_text())
+        found = {(r["suite"], r["group"], r["metric"]): r for r in rows}
+
+        def cell(key):
+            r = found.get(key)
+            return "–" if r is None else f"{r['other']:.3g} ({r['difference']:+.3g})"
+
+        ppl = found.get(("lm_score", "overall", "perplexity"))
+        change = "–" if ppl is None else f"{100 * ppl['difference'] / ppl['base']:+.1f} %"
+        lines.append(f"| {scale:g} | {cell(('stereoset', group, 'ss'))} | "
+                     f"{cell(('seat', group, 'mean_abs_effect_size'))} | {cell(('stereoset', group, 'lms'))} | "
+                     f"{change} |")
     return ["### Turning the update up", "",
-            "Scale s applies W + s·ΔW (`adapter.applied(base, scale=s)`, `gradiend apply --scale s`). No criterion "
-            "chose the larger scales: they show what a stronger edit buys in bias and costs in language modelling "
-            f"(the perplexity change at scales above 1 is measured on {steps['strength'].get('lm_texts', 'fewer')} "
-            "LM texts against the base on the same texts).", "", *lines, ""]
+            "Scale s applies W + s·ΔW (`adapter.applied(base, scale=s)`). No criterion chose these scales: they show "
+            "what a stronger edit buys in bias and costs in language modelling (changes against the base, paired).",
+            "", *lines, ""]
 
 
 def write_report(out: Path, args: Any, steps: Mapping[str, Mapping[str, Any]], feature: Any,
-                 bias_types: list[str] | None) -> Path:
-    """Write `out/report.md` from the saved step outputs, and put the measured results into both model cards."""
+                 bias_types: list[str] | None, order: list[str]) -> Path:
+    """Write `out/report.md` from the saved step outputs (`order`: the steps in the order they run), and put the
+    measured results into both model cards."""
     from .adapters import DeltaAdapter
-    from .benchmarks import BenchmarkReport, compare_reports, plot_reports
-    from .evaluation import DecoderSearchResult, EncoderReport
+    from .benchmarks import BenchmarkReport, compare_reports, paired_differences, plot_reports
+    from .evaluation import DecoderSearchResult, EncoderReport, SearchPoint
     from .modeling_gradiend import GradiendModel
 
     encoder = EncoderReport.load(out / "evaluation")
     search = DecoderSearchResult.from_json(out / "search" / "search.json")
-    test = DecoderSearchResult.from_json(out / "search" / "chosen_point_test.json")
-    chosen_info = steps["search"]
-    chosen = next(p for p in search.points if p.h == chosen_info["h"] and p.alpha == chosen_info["alpha"])
-    reports = {"base": BenchmarkReport.load(out / "benchmarks" / "base.json"),
-               "debiased": BenchmarkReport.load(out / "benchmarks" / "debiased.json")}
-    plot_reports(reports, out / "benchmarks" / "benchmarks.png",
-                 title=f"{args.model}: base vs debiased ({feature.name})")
+    info = steps["search"]
+    chosen = test = None
+    if info["h"] is not None:
+        chosen = SearchPoint.from_dict(info["point"])
+        test = DecoderSearchResult.from_json(out / "search" / "chosen_point_test.json")
+    label = "debiased" if info["edit_found"] else "fallback edit"
+    reports = {"base": BenchmarkReport.load(out / "benchmarks" / "base.json")}
+    paired = []
+    if steps["export"].get("exported"):
+        reports[label] = BenchmarkReport.load(out / "benchmarks" / "adapter.json")
+        paired = paired_differences(reports["base"], reports[label], seed=args.seed)
+    plot_reports(reports, out / "benchmarks" / "benchmarks.png", title=f"{args.model}: {' vs '.join(reports)} "
+                                                                       f"({feature.name})")
     comparison = compare_reports(reports)
     bias_type = bias_types[0] if bias_types else None
-    goals = goal_lines(reports["base"], reports["debiased"], bias_type)
+    goals = goal_lines(paired, bias_type) if paired else [f"- {NO_EDIT.capitalize()}: only the base was benchmarked."]
     metrics = encoder.metrics
     positive, negative = encoder.classes
+    if chosen is None:
+        adapter_text = f"{NO_EDIT.capitalize()} that keeps the LM score: no adapter was exported."
+    else:
+        adapter_text = (f"`adapter/` is a delta adapter (h = {chosen.h:g}, α = {chosen.alpha:g})"
+                        f"{'' if info['edit_found'] else f', a fallback edit ({NO_EDIT})'}; `adapter-lora/` its exact "
+                        f"PEFT LoRA export (relative error {_fmt(steps['export'].get('lora_total_relative_error'))}; "
+                        f"logits error {_fmt(steps['export'].get('lora_logits_relative_error'))}), loadable with "
+                        "`PeftModel.from_pretrained`.")
 
     lines = [
         f"# GRADIEND demo: {feature.name} on {args.model}",
@@ -193,7 +245,7 @@ def write_report(out: Path, args: Any, steps: Mapping[str, Mapping[str, Any]], f
         "",
         "## Time per step",
         "",
-        *_timing_table(steps),
+        *_timing_table(steps, order),
         "",
         "## 1. Training",
         "",
@@ -219,37 +271,25 @@ def write_report(out: Path, args: Any, steps: Mapping[str, Mapping[str, Any]], f
         "",
         "## 3. Decoder search",
         "",
-        f"{len(search.points)} grid points on {len(search.examples)} validation texts and "
-        f"{len(search.neutral_texts)} neutral sentences: {sum(p.lm_factor is not None for p in search.points)} fully "
-        f"scored, {sum(bool(p.indices) and p.lm_factor is None for p in search.points)} without their LM factor "
-        f"(their index could not beat the best), {sum(not p.indices for p in search.points)} pruned. "
-        f"The chosen debiasing point is the best balanced score on the validation split"
-        f"{'' if chosen_info.get('base_beaten', True) else ' among the edits (no edit beat the base model itself)'}, "
-        f"then scored once on the test split:",
-        "",
-        *_search_rows(search, chosen, test),
-        "",
-        "Balanced index = mean over texts of (1 − |p_pos − p_neg| / (p_pos + p_neg)) · min(1, mass / base mass); "
-        "LM factor = min(1, exp(mean log-likelihood − base's)) on neutral text; score = index · LM factor.",
-        "",
+        *_search_section(search, chosen, test, info),
         "![search heatmap](search/search_heatmap.png)",
         "",
         "## 4. The adapter",
         "",
-        f"`adapter/` is a delta adapter (h = {chosen.h:g}, α = {chosen.alpha:g}); `adapter-lora/` its exact PEFT "
-        f"LoRA export (relative error {_fmt(steps['export'].get('lora_total_relative_error'))}; logits error "
-        f"{_fmt(steps['export'].get('lora_logits_relative_error'))}), loadable with `PeftModel.from_pretrained`.",
+        adapter_text,
         "",
-        "## 5. Bias benchmarks: base vs debiased",
+        f"## 5. Bias benchmarks: {' vs '.join(reports)}",
         "",
         comparison,
+        *(["Paired comparison (the same examples resampled for both models; \"moved\": the interval of the change "
+           "excludes 0):", "", *_paired_table(paired), ""] if paired else []),
         "![benchmarks](benchmarks/benchmarks.png)",
         "",
         "### Did the debiasing goal hold?",
         "",
         *(goals or ["- No benchmark of this bias type was run."]),
         "",
-        *_strength_rows(out, reports, steps, bias_type or "overall"),
+        *_strength_rows(out, steps, bias_type or "overall"),
     ]
     report_path = out / "report.md"
     report_path.write_text("\n".join(lines), encoding="utf-8")
@@ -272,13 +312,15 @@ def write_report(out: Path, args: Any, steps: Mapping[str, Mapping[str, Any]], f
     gradiend.config.results["eval_results"] = [r for r in gradiend.config.results["eval_results"]
                                                if r["metric_value"] is not None]
     gradiend.save_pretrained(out / "gradiend")
-    adapter = DeltaAdapter.from_pretrained(out / "adapter")
-    adapter.config.results = {
-        "eval_results": eval_results(reports["debiased"], task_type=task, suffix="with this adapter",
-                                     groups=bias_types),
-        "markdown": comparison + "\n" + "\n".join(goals),
-    }
-    adapter.save_pretrained(out / "adapter")
+    if len(reports) > 1:
+        adapter = DeltaAdapter.from_pretrained(out / "adapter")
+        prefix = "" if info["edit_found"] else f"**{NO_EDIT.capitalize()}**: these are the numbers of a fallback edit.\n\n"
+        adapter.config.results = {
+            "eval_results": eval_results(reports[label], task_type=task, suffix=f"with this adapter ({label})",
+                                         groups=bias_types),
+            "markdown": prefix + comparison + "\n" + "\n".join(_paired_table(paired)) + "\n\n" + "\n".join(goals),
+        }
+        adapter.save_pretrained(out / "adapter")
     return report_path
 
 
@@ -286,4 +328,5 @@ def _round4(value: float) -> float | None:
     return round(float(value), 4) if value is not None and math.isfinite(value) else None
 
 
-__all__ = ["GOAL_LM_DROP", "eval_results", "goal_lines", "write_report"]
+__all__ = ["GOAL_LM_DROP", "GOAL_PERPLEXITY", "GOAL_SEAT_SHARE", "GOAL_SS_POINTS", "NO_EDIT", "eval_results",
+           "goal_lines", "write_report"]

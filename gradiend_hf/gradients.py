@@ -13,7 +13,7 @@ import fnmatch
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -58,6 +58,14 @@ def _head_names(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if id(p) in ids}
 
 
+PARAMETER_PRESETS: dict[str, str] = {
+    "blocks": "every transformer-block parameter (names with a block index), not the LM head: the default",
+    "paper": "every parameter of the model's body (`base_model`), so everything except the LM head, embeddings "
+             "included (the authors' selection); an input embedding tied to the LM head is included, once",
+}
+"""Named selections that `select_parameters` (and `--params`) accept instead of glob patterns."""
+
+
 def select_parameters(
     model: nn.Module,
     patterns: Sequence[str] | str | None = None,
@@ -65,13 +73,14 @@ def select_parameters(
     layers: Sequence[int] | range | None = None,
     include_embeddings: bool = False,
 ) -> dict[str, nn.Parameter]:
-    """Pick base parameters by glob patterns and block indices, in the model's own order.
+    """Pick base parameters by glob patterns, a preset or block indices, in the model's own order.
 
     Args:
         model: the base language model.
         patterns: `fnmatch` globs over full parameter names, e.g. `"model.layers.*.mlp.down_proj.weight"` (`*` also
-            matches dots, so `"*.output.dense.weight"` matches at any depth). Default: every transformer-block
-            parameter (names with a block index), never the LM head.
+            matches dots, so `"*.output.dense.weight"` matches at any depth), or one preset name of
+            `PARAMETER_PRESETS`: `"paper"` (every parameter but the LM head) or `"blocks"`. Default: `"blocks"`,
+            every transformer-block parameter (names with a block index), never the LM head.
         layers: keep only block parameters whose block index is in `layers`.
         include_embeddings: with the default selection, also take the embedding tables.
 
@@ -81,7 +90,16 @@ def select_parameters(
     named = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
     if isinstance(patterns, str):
         patterns = [patterns]
-    if patterns:
+    preset = patterns[0] if patterns and len(patterns) == 1 and patterns[0] in PARAMETER_PRESETS else None
+    if preset == "blocks":
+        patterns = None
+    if preset == "paper":
+        # The LM head is whatever lies outside the model's body (`base_model`): Gemma's / Llama's `lm_head`, BERT's
+        # `cls.predictions`. A head weight tied to the input embedding is the embedding: it stays in, once.
+        body = getattr(model, "base_model", None) or model
+        in_body = {id(p) for p in body.parameters()}
+        chosen = {n for n, p in named if id(p) in in_body}
+    elif patterns:
         chosen = set()
         for pattern in patterns:
             hits = {n for n, _ in named if fnmatch.fnmatchcase(n, pattern)}
@@ -130,17 +148,24 @@ def parse_layers(spec: str | None) -> list[int] | None:
 # -- tokenisation of slot examples -----------------------------------------------------------------------------------
 @dataclass
 class SlotBatch:
-    """A tokenised batch: inputs, the scored position per row, and the factual / counterfactual token ids."""
+    """A tokenised batch: inputs, the scored position per row, and the factual / counterfactual token ids (None
+    for texts without target words, e.g. transfer texts whose slot is scored over many words)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     positions: torch.Tensor
-    factual_ids: torch.Tensor
-    counterfactual_ids: torch.Tensor
+    factual_ids: torch.Tensor | None = None
+    counterfactual_ids: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> SlotBatch:
-        return SlotBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.positions,
-                                                  self.factual_ids, self.counterfactual_ids)))
+        return SlotBatch(*(None if t is None else t.to(device) for t in (
+            self.input_ids, self.attention_mask, self.positions, self.factual_ids, self.counterfactual_ids)))
+
+    def rows(self, index: torch.Tensor, width: int | None = None) -> SlotBatch:
+        """The rows `index` (cut to `width` columns, e.g. after sorting by length)."""
+        width = self.input_ids.shape[1] if width is None else width
+        return SlotBatch(self.input_ids[index, :width], self.attention_mask[index, :width], self.positions[index],
+                         *(None if t is None else t[index] for t in (self.factual_ids, self.counterfactual_ids)))
 
 
 def _split_context(prefix: str) -> tuple[str, str]:
@@ -231,26 +256,31 @@ class SlotTokenizer:
             position = position - start + 1
         return ids, position
 
-    def __call__(self, examples: Sequence[SlotExample]) -> SlotBatch:
-        rows, positions, factual, counterfactual = [], [], [], []
-        for example in examples:
-            if self.lm_kind == "causal":
-                ids = self._causal_ids(example.prefix)
-                position = len(ids) - 1
-            else:
-                ids, position = self._masked_ids(example.prefix, example.suffix)
-            rows.append(ids)
-            positions.append(position)
-            factual.append(self.target_id(example.prefix, example.factual))
-            counterfactual.append(self.target_id(example.prefix, example.counterfactual))
-        width = max(len(r) for r in rows)
+    def context_ids(self, prefix: str, suffix: str) -> tuple[list[int], int]:
+        """Model input of a text split at its slot, and the position scored for the slot: a causal LM reads the
+        prefix and predicts the next token at its last position; a masked LM reads the text with the slot masked."""
+        if self.lm_kind == "causal":
+            ids = self._causal_ids(prefix)
+            return ids, len(ids) - 1
+        return self._masked_ids(prefix, suffix)
+
+    def contexts(self, texts: Sequence[Any]) -> SlotBatch:
+        """A right-padded batch of slot texts (anything with `prefix` and `suffix`), without target words."""
+        rows, positions = zip(*(self.context_ids(t.prefix, t.suffix) for t in texts)) if texts else ((), ())
+        width = max((len(r) for r in rows), default=1)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, ids in enumerate(rows):  # right padding: the scored position never moves
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention_mask[i, : len(ids)] = 1
-        return SlotBatch(input_ids, attention_mask, torch.tensor(positions), torch.tensor(factual),
-                         torch.tensor(counterfactual))
+        return SlotBatch(input_ids, attention_mask, torch.tensor(positions, dtype=torch.long))
+
+    def __call__(self, examples: Sequence[SlotExample]) -> SlotBatch:
+        batch = self.contexts(examples)
+        batch.factual_ids = torch.tensor([self.target_id(e.prefix, e.factual) for e in examples], dtype=torch.long)
+        batch.counterfactual_ids = torch.tensor([self.target_id(e.prefix, e.counterfactual) for e in examples],
+                                                dtype=torch.long)
+        return batch
 
 
 def drop_multi_token_examples(examples: Sequence[SlotExample], slot_tokenizer: SlotTokenizer) -> tuple[list, int]:
@@ -363,6 +393,16 @@ class GradientEngine:
             for n, p in self.model.named_parameters():
                 p.requires_grad_(flags.get(n, p.requires_grad))
             self.model.train(was_training)
+
+    @torch.no_grad()
+    def slot_log_probs(self, batch: SlotBatch) -> torch.Tensor:
+        """log p of every vocabulary token at each row's slot, for the model as it is now: shape (batch, vocab).
+
+        One forward pass in eval mode with the LM head run only at the scored positions, exactly as `gradients`
+        sees the texts (used to score transfer texts over many words, e.g. every first name).
+        """
+        with self._prepared():
+            return self._scored_logprobs(batch.to(self.device))
 
     def _scored_logprobs(self, batch: SlotBatch, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
@@ -477,6 +517,7 @@ class GradientEngine:
 
 
 __all__ = [
+    "PARAMETER_PRESETS",
     "GradientEngine",
     "GradientPair",
     "SlotBatch",

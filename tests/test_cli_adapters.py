@@ -114,13 +114,18 @@ def test_bench_compares_the_base_with_each_adapter(trained, tmp_path, capsys):
     adapter = tmp_path / "debias"
     assert main(["export", str(run), "--h", "1", "--alpha", "0.5", "--out", str(adapter)]) == 0
     out = tmp_path / "bench"
-    assert main(["bench", "--model", str(base_folder), "--adapter", str(adapter), "--suite", "stereoset,lms",
+    assert main(["bench", "--model", str(base_folder), "--adapter", str(adapter), "--suite", "stereoset,lm_score",
                  "--bias-types", "gender", "--limit", "4", "--bootstrap", "50", "--out", str(out), "--quiet"]) == 0
-    assert {p.name for p in out.iterdir()} == {"base.json", "debias.json", "benchmarks.md", "benchmarks.png"}
+    assert {p.name for p in out.iterdir()} == {"base.json", "debias.json", "benchmarks.md", "benchmarks.png",
+                                               "base.examples.safetensors", "debias.examples.safetensors",
+                                               "debias.paired.json"}
     table = (out / "benchmarks.md").read_text()
     assert "| stereoset | gender | StereoSet SS (→ 50) |" in table and "Δ debias − base" in table
+    assert "debias − base, paired" in table and "| stereoset | gender | ss |" in table
+    paired = json.loads((out / "debias.paired.json").read_text())
+    assert {(d["suite"], d["metric"]) for d in paired} >= {("stereoset", "ss"), ("lm_score", "perplexity")}
     base = json.loads((out / "base.json").read_text())
     debiased = json.loads((out / "debias.json").read_text())
-    assert base["results"]["lms"] != debiased["results"]["lms"]  # the adapter was on for the second run
+    assert base["results"]["lm_score"] != debiased["results"]["lm_score"]  # the adapter was on for the second run
     assert main(["bench", "--model", str(base_folder), "--suite", "nonsense", "--out", str(tmp_path / "b2")]) == 2
     assert "Unknown or no suites" in capsys.readouterr().err

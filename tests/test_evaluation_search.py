@@ -14,7 +14,7 @@ from gradiend_hf import GradiendModel
 from gradiend_hf.cli import main
 from gradiend_hf.errors import SearchError
 from gradiend_hf.evaluation import DecoderSearchResult, SearchPoint, evaluate_point, search_decoder
-from gradiend_hf.evaluation import search as search_module
+from gradiend_hf.evaluation.slot_scores import FEATURE_FORMULAS, FeatureScorer
 from gradiend_hf.features import FeatureDataset
 
 NEUTRAL = [
@@ -58,8 +58,8 @@ def _assert_identical(model, snapshot):
 
 
 def _search(model, base, tokenizer, feature, **options):
-    options = {"h_values": [-1.0, 1.0], "alphas": [-0.05, 0.05], "max_texts": 8, "neutral_texts": NEUTRAL,
-               "progress": False, **options}
+    options = {"on": "feature", "h_values": [-1.0, 1.0], "alphas": [-0.05, 0.05], "max_texts": 8,
+               "neutral_texts": NEUTRAL, "progress": False, **options}
     return search_decoder(model, base, tokenizer, feature, **options)
 
 
@@ -80,7 +80,7 @@ def test_base_is_bit_identical_after_a_search(tiny, feature):
 def test_base_is_restored_when_scoring_fails(tiny, feature, monkeypatch, error):
     _kind, base, tokenizer, model = tiny
     before = _snapshot(base)
-    original = search_module._Scorer.probabilities
+    original = FeatureScorer.masses
     calls = []
 
     def failing(self):
@@ -89,7 +89,7 @@ def test_base_is_restored_when_scoring_fails(tiny, feature, monkeypatch, error):
             raise error("scoring failed")
         return original(self)
 
-    monkeypatch.setattr(search_module._Scorer, "probabilities", failing)
+    monkeypatch.setattr(FeatureScorer, "masses", failing)
     with pytest.raises(error, match="scoring failed"):
         _search(model, base, tokenizer, feature, prune=False)
     assert len(calls) == 3
@@ -208,8 +208,8 @@ def test_alpha_zero_is_the_base(tiny, feature):
 def _counting(monkeypatch):
     """Count how often the feature texts are scored (once per point that is scored at all, and once for the base)."""
     calls = []
-    original = search_module._Scorer.probabilities
-    monkeypatch.setattr(search_module._Scorer, "probabilities", lambda self: calls.append(1) or original(self))
+    original = FeatureScorer.masses
+    monkeypatch.setattr(FeatureScorer, "masses", lambda self: calls.append(1) or original(self))
     return calls
 
 
@@ -267,7 +267,7 @@ def test_lm_factor_is_skipped_for_points_that_cannot_win(tiny, feature):
     _kind, base, tokenizer, model = tiny
     result = _search(model, base, tokenizer, feature, min_gain=1.0)  # nothing can beat the best by more than 1
     assert all(p.indices is not None and p.lm_factor is None for p in result.points)
-    assert all(p.pruned.startswith("LM factor not scored") for p in result.points)
+    assert all(p.pruned.startswith("LM not scored") for p in result.points)
     assert all(result.best(c).is_base for c in result.criteria)
     assert result.settings["points_with_lm"] == 0 and result.settings["points_scored"] == 4
 
@@ -307,7 +307,7 @@ def test_json_csv_round_trip_and_files(tiny, feature, tmp_path):
     assert loaded.to_dict() == json.loads(json.dumps(result.to_dict()))
     for criterion in result.criteria:
         assert loaded.best(criterion) == result.best(criterion)
-    assert loaded.formulas["balanced_index"] == search_module.FORMULAS["balanced_index"]
+    assert loaded.formulas["indices"]["balanced_index"] == FEATURE_FORMULAS["balanced_index"]
 
     with paths["csv"].open() as handle:
         rows = list(csv.DictReader(handle))
@@ -328,7 +328,8 @@ def test_json_csv_round_trip_and_files(tiny, feature, tmp_path):
 
 def test_evaluate_point_scores_the_test_split(tiny, feature):
     _kind, base, tokenizer, model = tiny
-    result = evaluate_point(model, base, tokenizer, feature, -1.0, 0.05, max_texts=8, neutral_texts=NEUTRAL)
+    result = evaluate_point(model, base, tokenizer, feature, -1.0, 0.05, on="feature", max_texts=8,
+                            neutral_texts=NEUTRAL)
     test_texts = {e.text for e in feature.test}
     assert result.settings["split"] == "test" and {r["text"] for r in result.examples} <= test_texts
     assert len(result.points) == 1 and result.points[0].lm_factor is not None
@@ -375,7 +376,7 @@ def test_cli_search_end_to_end(tmp_path, llama, bpe, feature, capsys):
     capsys.readouterr()
     before = (run / "model.safetensors").read_bytes()
 
-    assert main(["search", str(run), "--feature", str(data), "--h", "-1", "0", "1", "--alpha", "±0.5", "0.01",
+    assert main(["search", str(run), "--feature", str(data), "--on", "feature", "--h", "-1", "0", "1", "--alpha", "±0.5", "0.01",
                  "--max-texts", "8", "--max-neutral", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert {"search.json", "search.csv", "search_heatmap.png"} <= {p.name for p in (run / "search").iterdir()}

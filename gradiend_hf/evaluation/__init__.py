@@ -14,9 +14,12 @@ from .encoder import (
 )
 from .plots import plot_h_distribution, plot_search_heatmap, plot_training_curve
 from .probe import EncodedText, encode_texts
-from .search import DecoderSearchResult, SearchPoint, evaluate_point, search_decoder
+from .search import evaluate_point, search_decoder
+from .search_result import LM_POLICIES, DecoderSearchResult, SearchPoint
+from .transfer import TransferScorer, association, transfer_indices
 
 __all__ = [
+    "LM_POLICIES",
     "DecoderSearchResult",
     "EncodedText",
     "EncoderCorrelation",
@@ -25,6 +28,8 @@ __all__ = [
     "GroupPosition",
     "GroupStats",
     "SearchPoint",
+    "TransferScorer",
+    "association",
     "encode_texts",
     "encoder_correlation",
     "encoder_metrics",
@@ -37,4 +42,5 @@ __all__ = [
     "plot_search_heatmap",
     "plot_training_curve",
     "search_decoder",
+    "transfer_indices",
 ]

@@ -113,7 +113,8 @@ def read_names(shared: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
         for row in csv.DictReader(handle):
             every[row["name"]] = classes[row["gender"]]
             if row["usable"] == "1":
-                usable.append({"name": row["name"], "gender": row["gender"], "count": row["count"]})
+                usable.append({"name": row["name"], "gender": row["gender"], "count": row["count"],
+                               "share": row["share"]})
     usable.sort(key=lambda row: (-int(row["count"]), row["name"]))
     return usable, every
 
@@ -302,7 +303,7 @@ def build(shared: Path, out: Path = DATA_DIR) -> BuildReport:
     neutral = build_neutral(corpus[WIKITEXT_FILE], gendered | attribute_words, every_name)
 
     files = {
-        "names.tsv": _tsv(usable_rows, ("name", "gender", "count")),
+        "names.tsv": _tsv(usable_rows, ("name", "gender", "count", "share")),
         "gender_templates.tsv": _tsv(templates, ("template_id", "template", "pronoun_case", "source")),
         "race_sentences.jsonl": _jsonl(race_rows),
         "religion_sentences.jsonl": _jsonl(religion_rows),
@@ -362,9 +363,10 @@ into sentences and filtered, and (race/religion) one word replaced by the slot m
 
 ## Files
 
-- `names.tsv` (name, gender F/M, count): the {n_names} names of the data pack's `names.csv` marked `usable`
-  (>= 5,000 SSA births 1880-2023, >= 95 % one sex, no clash with a word, title, place or surname in the
-  novels): F {report.names["F"]}, M {report.names["M"]}. `count` = SSA births of that sex.
+- `names.tsv` (name, gender F/M, count, share): the {n_names} names of the data pack's `names.csv` marked
+  `usable` (>= 5,000 SSA births 1880-2023, >= 95 % one sex, no clash with a word, title, place or surname in
+  the novels): F {report.names["F"]}, M {report.names["M"]}. `count` = SSA births of that sex, `share` = that
+  sex's share of all SSA births of the name (the transfer task weighs a name's probability by it).
 - `gender_templates.tsv` (template_id, template, pronoun_case, source): {n_templates} sentences of the novels
   in which one first name is followed by exactly one he/she of the name's gender ({report.templates["female"]}
   with a female, {report.templates["male"]} with a male name originally), with the name replaced by `[NAME]`
@@ -386,6 +388,12 @@ into sentences and filtered, and (race/religion) one word replaced by the slot m
 - `neutral.txt`: {report.neutral} WikiText-2 test sentences (6-40 words) with no gendered word or pronoun, no
   first name of `names.csv`, and no race or religion word, taken evenly across the split.
 - Sentences with racial slurs or dated racial terms were left out everywhere.
+
+`person_descriptions.tsv` (id, description, stereotype, category) is not derived from the data pack: its 300
+short descriptions of people (occupations, activities, traits; 100 each commonly associated with women, with
+men, and with neither) were written for gradiend-hf and contain no sentence of any bias benchmark. It is
+licensed like the package (Apache-2.0). The transfer task (`gradiend_hf.features.transfer`) puts them into
+templates followed by a first-name or group-word slot.
 
 At least 4 words precede the slot in every mined sentence; sentences are otherwise kept as written
 (19th-century spelling and views included).
