@@ -366,7 +366,7 @@ class GradiendTrainer:
         self._prepare_output_dir(resume_from_checkpoint)
         started = time.time()
         results: list[SeedResult] = []
-        best_states: dict[int, dict[str, torch.Tensor]] = {}
+        best_states: dict[int, dict[str, torch.Tensor] | Path] = {}
         stop = _StopRequest()
         with stop.installed():
             for seed in self.args.seeds:
@@ -377,7 +377,11 @@ class GradiendTrainer:
                     return TrainingResult(seed_result.seed, seed_result.best_step, seed_result.best_correlation,
                                           results, time.time() - started, self.args.output_dir, interrupted=True)
         best = max(results, key=lambda r: abs(r.best_correlation))
-        self.model.load_state_dict(best_states[best.seed])
+        chosen = best_states[best.seed]
+        if isinstance(chosen, Path):
+            _load_weights(self.model, chosen)
+        else:
+            self.model.load_state_dict(chosen)
         if best.best_correlation < 0:  # sign normalisation: the positive class encodes +1
             self.model.flip_sign()
         result = TrainingResult(best.seed, best.best_step, abs(best.best_correlation), results,
@@ -395,14 +399,26 @@ class GradiendTrainer:
         self.model.reset_parameters(seed)
         optimizer = self._optimizer()
         step, best_r, best_step, patience = 0, 0.0, 0, 0
-        best_state = _clone_state(self.model)
+        # The best weights so far: on disk (the best checkpoint) when one process writes checkpoints, so that a large
+        # GRADIEND (3n weights) is not held twice in memory; else a copy in memory.
+        on_disk = seed_dir is not None and self.state.num_processes == 1
+        best_dir = seed_dir / BEST_CHECKPOINT if seed_dir is not None else None
+        best_state: dict[str, torch.Tensor] | Path = best_dir if on_disk else {}
+
+        def keep_best() -> dict[str, torch.Tensor] | Path:
+            if best_dir is not None and self.state.is_main_process:
+                _save_weights(self.model, best_dir)
+            return best_dir if on_disk else _clone_state(self.model)
+
         if resume and seed_dir is not None and (seed_dir / LAST_CHECKPOINT).is_dir():
             state = self._load_checkpoint(seed_dir / LAST_CHECKPOINT, optimizer)
             step, best_r, best_step, patience = state["step"], state["best_r"], state["best_step"], state["patience"]
-            best_state = _clone_state(_load_weights(_like(self.model), seed_dir / BEST_CHECKPOINT)) \
-                if (seed_dir / BEST_CHECKPOINT).is_dir() else best_state
+            if not on_disk and best_dir.is_dir():
+                best_state = _clone_state(_load_weights(_like(self.model), best_dir))
             if state.get("finished"):
                 return SeedResult(seed, best_step, best_r, step), best_state, False
+        if step == 0 or not (best_state.is_dir() if on_disk else best_state):
+            best_state = keep_best()  # the initial weights, until a validation beats them
         bar = tqdm(total=args.max_steps, initial=step, desc=f"GRADIEND seed {seed}", dynamic_ncols=True,
                    disable=not args.progress_bar or not self.state.is_main_process)
         interrupted = False
@@ -418,9 +434,7 @@ class GradiendTrainer:
                 record.update({"validation_pearson_r": r, "validation_mean_h": means})
                 if abs(r) > abs(best_r) or best_step == 0:
                     best_r, best_step, patience = r, step, 0
-                    best_state = _clone_state(self.model)
-                    if seed_dir is not None and self.state.is_main_process:
-                        _save_weights(self.model, seed_dir / BEST_CHECKPOINT)
+                    best_state = keep_best()
                 else:
                     patience += 1
                 bar.set_postfix(loss=f"{loss:.3g}", r=f"{r:+.3f}", best=f"{best_r:+.3f}")
@@ -509,7 +523,8 @@ def _optimizer_to_tensors(optimizer: torch.optim.Optimizer, model: torch.nn.Modu
     for group in optimizer.param_groups:
         for p in group["params"]:
             for key, value in optimizer.state.get(p, {}).items():
-                tensors[f"{names[id(p)]}::{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+                # no copy: the moments are as large as the GRADIEND itself (2 × 3n), and writing only reads them
+                tensors[f"{names[id(p)]}::{key}"] = torch.as_tensor(value).detach().contiguous()
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     for group in groups:
         group["betas"] = list(group["betas"])
