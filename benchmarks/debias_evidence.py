@@ -188,6 +188,7 @@ def frontier(args) -> None:
         with adapter.applied(base):
             report = run_benchmarks(base, tokenizer, suites=("stereoset", "seat", "lm_score"),
                                     **_bench_options(args))
+        report.save(path.with_name(path.stem + "_report.json"))
         rows = [d.to_dict() for d in paired_differences(base_report, report)]
         _write(path, {"h": h, "alpha": alpha, "paired": rows})
         print(f"alpha {alpha:g}: " + "; ".join(f"{r['suite']}/{r['metric']} {r['other']:.4g}" for r in rows
@@ -207,7 +208,8 @@ def table(args) -> None:
             if not (folder / "paired.json").is_file():
                 continue
             chosen = json.loads((folder / "chosen.json").read_text())
-            paired = {(d["suite"], d["group"], d["metric"]): d for d in json.loads((folder / "paired.json").read_text())}
+            paired = {(d["suite"], d["group"], d["metric"]): d for d in _paired(root, folder / "benchmarks.json")}
+            _write(folder / "paired.json", list(paired.values()))
             transfer = chosen["test_transfer"]
 
             def cell(suite, group, metric, digits=3):
@@ -233,6 +235,14 @@ def table(args) -> None:
     _plot_frontier(root, bias)
 
 
+def _paired(root: Path, report_path: Path) -> list[dict[str, Any]]:
+    """Paired differences recomputed from the saved reports (so the table always uses the code as it stands)."""
+    from gradiend_hf.benchmarks import BenchmarkReport, paired_differences
+
+    base = BenchmarkReport.load(root / "base_benchmarks.json")
+    return [d.to_dict() for d in paired_differences(base, BenchmarkReport.load(report_path))]
+
+
 def _plot_frontier(root: Path, bias: str) -> None:
     import matplotlib
 
@@ -241,9 +251,12 @@ def _plot_frontier(root: Path, bias: str) -> None:
 
     for folder in sorted(root.glob("*/*/frontier")):
         points = []
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted(folder.glob("h*_alpha*.json")):
+            if path.stem.endswith("_report"):
+                continue
             data = json.loads(path.read_text())
-            paired = {(d["suite"], d["group"], d["metric"]): d for d in data["paired"]}
+            paired = {(d["suite"], d["group"], d["metric"]): d
+                      for d in _paired(root, path.with_name(path.stem + "_report.json"))}
             ppl = paired[("lm_score", "overall", "perplexity")]
             points.append((data["alpha"], 100 * (ppl["other"] / ppl["base"] - 1),
                            paired[("stereoset", bias, "ss")]["other"],
