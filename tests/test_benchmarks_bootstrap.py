@@ -62,16 +62,16 @@ def test_ratio_interval_matches_the_generic_bootstrap_statistic() -> None:
     assert ratio_ci(sums, counts, resamples=0) is None
 
 
-def test_bias_corrected_interval_is_the_percentile_interval_for_centred_draws_and_shifts_otherwise():
-    from gradiend_hf.benchmarks.bootstrap import bias_corrected_interval, percentile_interval
+def test_centred_interval_keeps_the_spread_and_sits_on_the_estimate():
+    from gradiend_hf.benchmarks.bootstrap import centred_interval, percentile_interval
 
     draws = np.random.default_rng(0).normal(size=20001)
-    centred = bias_corrected_interval(draws, float(np.median(draws)))
-    assert centred == pytest.approx(percentile_interval(draws), abs=1e-3)
-    # draws shrunk toward 0 (as SEAT's resampled effect sizes are): the plain interval misses the estimate 2.5,
-    # the bias-corrected one moves up toward it
-    shrunk = 0.5 * draws + 1.0
+    assert centred_interval(draws, float(np.median(draws))) == pytest.approx(percentile_interval(draws))
+    # draws shrunk toward 0 and off the estimate (as SEAT's resampled effect sizes are): the plain interval misses the
+    # estimate 2.5, the centred one has the same width around it
+    shrunk = 0.1 * draws + 1.0
     assert percentile_interval(shrunk)[1] < 2.5
-    low, high = bias_corrected_interval(shrunk, 2.5)
-    assert low > percentile_interval(shrunk)[0] and high > percentile_interval(shrunk)[1]
-    assert bias_corrected_interval(np.array([np.nan]), 0.0) is None
+    low, high = centred_interval(shrunk, 2.5)
+    assert low < 2.5 < high
+    assert high - low == pytest.approx(percentile_interval(shrunk)[1] - percentile_interval(shrunk)[0])
+    assert centred_interval(np.array([np.nan]), 0.0) is None

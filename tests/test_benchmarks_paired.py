@@ -8,7 +8,7 @@ import torch
 from tiny_models import bpe_tokenizer, tiny_llama
 
 from gradiend_hf.benchmarks import BenchmarkReport, run_benchmarks
-from gradiend_hf.benchmarks.bootstrap import bias_corrected_interval, resample_indices
+from gradiend_hf.benchmarks.bootstrap import centred_interval, resample_indices
 from gradiend_hf.benchmarks.crows_pairs import crows_metric
 from gradiend_hf.benchmarks.examples import SuiteExamples
 from gradiend_hf.benchmarks.paired import paired_differences
@@ -62,7 +62,7 @@ def test_stereoset_and_crows_match_a_plain_paired_loop(reports):
                              - crows_metric(b["scores"][idx, 0], b["scores"][idx, 1], stereo)[0])
         metric = "ss" if suite == "stereoset" else "metric"
         d = found[(suite, "overall", metric)]
-        assert d.ci == pytest.approx(bias_corrected_interval(np.array(draws), d.difference))
+        assert d.ci == pytest.approx(centred_interval(np.array(draws), d.difference))
         assert d.difference == pytest.approx(other.results[suite]["overall"][metric].value
                                              - base.results[suite]["overall"][metric].value)
 

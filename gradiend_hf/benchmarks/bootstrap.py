@@ -39,26 +39,21 @@ def percentile_interval(samples: np.ndarray, *, confidence: float = CONFIDENCE) 
     return float(low), float(high)
 
 
-def bias_corrected_interval(samples: np.ndarray, estimate: float, *,
-                            confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """The bias-corrected (BC) percentile interval (Efron 1982) of bootstrap statistics around `estimate`.
+def centred_interval(samples: np.ndarray, estimate: float, *,
+                     confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The percentile interval of bootstrap statistics moved so that their median sits on `estimate`.
 
-    When the statistic's bootstrap distribution is not centred on the estimate (SEAT's effect sizes shrink under
-    resampling with replacement), plain percentiles can miss the estimate altogether; BC shifts the percentiles by
-    z0 = Φ⁻¹(share of draws below the estimate). With z0 = 0 it is the percentile interval.
+    SEAT's effect sizes shrink under resampling with replacement (duplicated sentences), so their bootstrap draws sit
+    off the estimate by an offset, and a plain percentile interval (or a bias-corrected one, which cannot reach past
+    the draws) can miss the estimate altogether. Keeping the draws' spread but centring it on the estimate corrects
+    that offset; for statistics whose draws are centred already (SS, CrowS-Pairs, perplexity) it is the percentile
+    interval.
     """
-    from statistics import NormalDist
-
     samples = np.asarray(samples, dtype=np.float64)
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
         return None
-    share = (np.sum(samples < estimate) + 0.5 * np.sum(samples == estimate)) / samples.size
-    share = min(max(share, 0.5 / samples.size), 1 - 0.5 / samples.size)
-    normal = NormalDist()
-    z0, z = normal.inv_cdf(share), normal.inv_cdf(0.5 + confidence / 2)
-    low, high = np.percentile(samples, [100 * normal.cdf(2 * z0 - z), 100 * normal.cdf(2 * z0 + z)])
-    return float(low), float(high)
+    return percentile_interval(samples - np.median(samples) + estimate, confidence=confidence)
 
 
 def bootstrap_ci(

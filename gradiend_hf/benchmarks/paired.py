@@ -4,7 +4,7 @@ Two runs of one benchmark score the same examples, so their difference is best j
 bootstrap draw picks examples (StereoSet contexts, CrowS-Pairs pairs, SEAT sentences, LM texts) once and computes
 the metric for both models on them. The interval of (other − base) then reflects only how the two models differ
 on the examples, not how hard the examples are, and "moved" means that it excludes 0. Intervals are bias-corrected
-percentile intervals (`bootstrap.bias_corrected_interval`).
+percentile intervals (`bootstrap.centred_interval`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gradiend_hf.benchmarks.bootstrap import CONFIDENCE, bias_corrected_interval, resample_indices
+from gradiend_hf.benchmarks.bootstrap import CONFIDENCE, centred_interval, resample_indices
 from gradiend_hf.benchmarks.crows_pairs import GROUP_NAMES, crows_metric
 from gradiend_hf.benchmarks.examples import SuiteExamples
 from gradiend_hf.benchmarks.seat import ResampleCounts, effect_size_from_similarities, resampled_effect_sizes
@@ -59,11 +59,11 @@ class PairedDifference:
 
 def _difference(suite: str, group: str, metric: str, base: float, other: float, draws: np.ndarray,
                 count: int) -> PairedDifference:
-    """The difference with its bias-corrected percentile interval (the percentile interval when the draws are
-    centred on the difference, as for SS, CrowS-Pairs and perplexity; SEAT's resampled effect sizes are not)."""
+    """The difference with the percentile interval of its draws centred on it (`bootstrap.centred_interval`: the
+    plain percentile interval where the draws are centred already, as for SS, CrowS-Pairs and perplexity)."""
     difference = float(other - base)
     return PairedDifference(suite, group, metric, float(base), float(other), difference,
-                            bias_corrected_interval(draws, difference, confidence=CONFIDENCE), count)
+                            centred_interval(draws, difference, confidence=CONFIDENCE), count)
 
 
 def _paired(statistic: Callable[[SuiteExamples, np.ndarray], np.ndarray], base: SuiteExamples,
