@@ -7,13 +7,14 @@ The model is linear in W_d and b_d and one activation away from W_e, so with r_i
     ∂L/∂z = ∂L/∂h ⊙ act'(z)   ∂L/∂W_e[i] = ∂L/∂z ⊗ g_i      ∂L/∂b_e = ∂L/∂z
 
 Autograd would keep the decoded update, the residual and their products for every selected parameter until the
-backward pass (several n-long buffers; at n = 268M each is 1 GB). Here each parameter's residual lives only
-while its gradients are written, straight into the `.grad` buffers, which are reused from step to step.
+backward pass (several n-long buffers; at n = 268M each is 1 GB). Here each parameter's residual lives only while
+its gradients are written. With `on_gradient` (the trainer applies AdamW to that one parameter and frees its
+gradient) not even the 3n gradients are held at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -43,7 +44,8 @@ def _write_outer(param: torch.nn.Parameter, left: torch.Tensor, right: torch.Ten
 
 @torch.no_grad()
 def reconstruction_gradients(model, source: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
-                             target: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> float:
+                             target: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], *,
+                             on_gradient: Callable[[torch.nn.Parameter], None] | None = None) -> float:
     """Write ∂MSE/∂θ of one (unbatched) source/target pair into every GRADIEND parameter's `.grad`; return the MSE.
 
     The same loss as `GradiendModel.forward(source, target).loss` (mean over all n entries) and the same gradients
@@ -53,36 +55,47 @@ def reconstruction_gradients(model, source: Mapping[str, torch.Tensor] | Sequenc
         model: a `GradiendModel`.
         source: the encoder's input gradient per selected base parameter (dict by name, or tensors in order).
         target: ∇± per selected base parameter.
+        on_gradient: called with each parameter as soon as its gradient is written (before the next one is), e.g. to
+            update it and free the gradient. The order keeps that equal to updating after all gradients: a decoder weight is handed over
+            after its contribution to ∂L/∂h is taken, the encoder after ∂L/∂z is complete, and the forward pass
+            (z, h) is computed before anything is handed over.
     """
     names = model.config.param_names
     sources = [source[n] for n in names] if isinstance(source, Mapping) else list(source)
     targets = [target[n] for n in names] if isinstance(target, Mapping) else list(target)
     encoder, decoder = model.encoder, model.decoder
-    dtype = encoder.bias.dtype
     latent = model.config.latent_size
-    z = encoder.bias.detach().clone()
+    z = encoder.bias.detach().float().clone()
     for weight, g in zip(encoder.weights, sources):
-        z += weight.reshape(latent, -1) @ g.reshape(-1).to(dtype)
+        z += weight.reshape(latent, -1).float() @ g.reshape(-1).float()
     h = model.activate(z)
     scale = 2.0 / model.config.num_selected
     grad_h = torch.zeros(latent, dtype=torch.float32, device=z.device)
-    loss = torch.zeros((), dtype=torch.float64)
+    loss = 0.0
     for weight, bias, t in zip(decoder.weights, decoder.biases, targets):
-        flat_weight = weight.reshape(latent, -1)
-        residual = (h.to(weight.dtype) @ flat_weight).reshape(bias.shape) + bias
-        residual = residual.float() - t.to(device=residual.device, dtype=torch.float32)
-        loss += residual.double().pow(2).sum().cpu()
-        flat_residual = residual.reshape(-1)
-        grad_h += flat_weight.float() @ flat_residual
-        residual.mul_(scale)  # in place (the view flat_residual too): the unscaled residual is not needed again
-        _grad_buffer(bias).copy_(residual)
-        _write_outer(weight, h.float(), flat_residual)
-        del residual, flat_residual
-    grad_z = (grad_h * scale) * _activation_derivative(model.config.activation, z.float(), h.float())
+        flat_weight = weight.reshape(latent, -1).float()
+        # r = b_d + W_dᵀ h − t, built in one buffer (no separate products for an n_i-long parameter)
+        residual = bias.detach().reshape(-1).float().clone().addmv_(flat_weight.T, h)
+        residual.sub_(t.reshape(-1).to(device=residual.device, dtype=torch.float32))
+        loss += float(torch.dot(residual, residual))
+        grad_h += flat_weight @ residual
+        residual.mul_(scale)
+        _grad_buffer(bias).copy_(residual.reshape(bias.shape))
+        if on_gradient is not None:  # one gradient at a time: the callback may update every parameter with one
+            on_gradient(bias)
+        _write_outer(weight, h, residual)
+        del residual, flat_weight
+        if on_gradient is not None:
+            on_gradient(weight)
+    grad_z = (grad_h * scale) * _activation_derivative(model.config.activation, z, h)
     for weight, g in zip(encoder.weights, sources):
         _write_outer(weight, grad_z, g.reshape(-1).to(device=weight.device, dtype=torch.float32))
-    _grad_buffer(encoder.bias).copy_(grad_z.to(dtype))
-    return float(loss) / model.config.num_selected
+        if on_gradient is not None:
+            on_gradient(weight)
+    _grad_buffer(encoder.bias).copy_(grad_z.to(encoder.bias.dtype))
+    if on_gradient is not None:
+        on_gradient(encoder.bias)
+    return loss / model.config.num_selected
 
 
 __all__ = ["reconstruction_gradients"]

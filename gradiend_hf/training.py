@@ -290,11 +290,17 @@ class GradiendTrainer:
         target = source if pair.target is pair.source else self._mean_across_processes(pair.target)
         del pair
         self.model.train()
-        # The MSE's gradients in closed form, written into the reused `.grad` buffers (no autograd graph over
-        # n-long tensors); equal to `self.model(source, target).loss.backward()` to float round-off.
-        loss = reconstruction_gradients(self.model, source, target)
+
+        def update(param: torch.nn.Parameter) -> None:
+            # AdamW on this one parameter (the others have no gradient now), then its gradient is dropped: the 3n
+            # gradients are never held at once. Each parameter's update is the same as in one step over all.
+            optimizer.step()
+            param.grad = None
+
+        # The MSE's gradients in closed form (no autograd graph over n-long tensors); equal to
+        # `self.model(source, target).loss.backward()` followed by `optimizer.step()`, to float round-off.
+        loss = reconstruction_gradients(self.model, source, target, on_gradient=update)
         del source, target
-        optimizer.step()
         return loss
 
     @torch.no_grad()
