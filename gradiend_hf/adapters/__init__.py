@@ -14,7 +14,16 @@ from .configuration import (
 )
 from .delta_adapter import DeltaAdapter, decoded_update
 from .merging import MERGE_METHODS, merge_adapters
-from .patching import DeltaHandle, ParameterPatch, applied_entries, apply_delta, original_tensors, remove_deltas
+from .patching import (
+    DeltaHandle,
+    ParameterPatch,
+    RoundingLoss,
+    applied_entries,
+    apply_delta,
+    original_tensors,
+    remove_deltas,
+    resolve_changes,
+)
 from .peft_export import ExportReport, export_lora, export_shira
 
 __all__ = [
@@ -28,6 +37,7 @@ __all__ = [
     "DeltaHandle",
     "ExportReport",
     "ParameterPatch",
+    "RoundingLoss",
     "applied_entries",
     "apply_delta",
     "base_fingerprint",
@@ -39,5 +49,6 @@ __all__ = [
     "merge_adapters",
     "original_tensors",
     "remove_deltas",
+    "resolve_changes",
     "resolve_parameters",
 ]

@@ -67,16 +67,17 @@ def fingerprint(tensors: Sequence[torch.Tensor]) -> str:
 def base_fingerprint(base_model: nn.Module, names: Sequence[str]) -> str:
     """Fingerprint of the base weights called `names`, as they are without any delta adapter applied.
 
-    Cached per model and tensor version, so toggling adapters on a large model does not rehash every time.
+    Cached per model and content token (`patching.content_token`): toggling adapters on and off restores the
+    original values and their token, so it does not rehash; a real change of the weights (an optimiser step,
+    `load_state_dict`) gives new tokens and a new hash.
     """
-    from .patching import original_tensors
+    from .patching import original_content_tokens, original_tensors
 
-    tensors = original_tensors(base_model, names)
-    key = tuple((n, t.data_ptr(), t._version) for n, t in zip(names, tensors))
+    key = (tuple(names), original_content_tokens(base_model, names))
     cache = _fingerprint_cache.setdefault(base_model, {})
     if key not in cache:
         cache.clear()
-        cache[key] = fingerprint(tensors)
+        cache[key] = fingerprint(original_tensors(base_model, names))
     return cache[key]
 
 

@@ -29,7 +29,7 @@ from .configuration import (
     OFFSET_PREFIX,
     DeltaAdapterConfig,
 )
-from .patching import DeltaHandle, applied_entries, apply_delta, remove_deltas
+from .patching import DeltaHandle, OnChange, applied_entries, apply_delta, remove_deltas
 
 MODEL_CARD_NAME = "README.md"
 
@@ -178,9 +178,12 @@ class DeltaAdapter:
         `disable(base_model)` switches it off again, restoring the weights bit for bit."""
         return self._apply(base_model, scale=scale, h=h, alpha=alpha, merged=False)
 
-    def disable(self, base_model: nn.Module) -> int:
-        """Switch off every `enable`d application of this adapter on `base_model`; returns how many there were."""
-        return remove_deltas(base_model, lambda entry: entry.owner is self and not entry.merged)
+    def disable(self, base_model: nn.Module, *, on_change: OnChange = "raise") -> int:
+        """Switch off every `enable`d application of this adapter on `base_model`; returns how many there were.
+
+        A covered weight changed in place while the adapter was on raises `AdapterStateError` unless `on_change`
+        says to keep (`"keep"`) or drop (`"discard"`) that change."""
+        return remove_deltas(base_model, lambda entry: entry.owner is self and not entry.merged, on_change=on_change)
 
     @contextlib.contextmanager
     def applied(self, base_model: nn.Module, *, scale: float = 1.0, h: float | Sequence[float] | None = None,
@@ -202,9 +205,10 @@ class DeltaAdapter:
         kept, so `unmerge` restores them exactly. Save a standalone merged model with `merge_and_save`."""
         return self._apply(base_model, scale=scale, h=h, alpha=alpha, merged=True)
 
-    def unmerge(self, base_model: nn.Module) -> int:
-        """Undo every `merge` of this adapter on `base_model` exactly; returns how many merges were undone."""
-        return remove_deltas(base_model, lambda entry: entry.owner is self and entry.merged)
+    def unmerge(self, base_model: nn.Module, *, on_change: OnChange = "raise") -> int:
+        """Undo every `merge` of this adapter on `base_model` exactly; returns how many merges were undone (see
+        `disable` for `on_change`)."""
+        return remove_deltas(base_model, lambda entry: entry.owner is self and entry.merged, on_change=on_change)
 
     def is_applied(self, base_model: nn.Module) -> bool:
         """Whether this adapter is currently enabled or merged on `base_model`."""
