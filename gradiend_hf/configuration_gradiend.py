@@ -175,6 +175,10 @@ class GradiendConfig(PreTrainedConfig):
                 raise GradiendConfigError(
                     f"The shape of `{name}` must be a non-empty list of positive integers, got {shape!r}."
                 )
+        from .untrusted_files import check_param_modules
+
+        check_param_modules(self.param_modules, self.param_names, what="GRADIEND config",
+                            error_class=GradiendConfigError)
 
     def validate_feature(self):
         """Part of `@strict`-powered validation: two distinct classes, a known positive class, known target keys."""

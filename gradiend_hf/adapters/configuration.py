@@ -98,7 +98,11 @@ class DeltaAdapterConfig:
             if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in shape):
                 raise GradiendConfigError(f"The shape of `{name}` must be a non-empty list of positive integers, "
                                           f"got {shape!r}.")
-        if not isinstance(self.latent_size, int) or self.latent_size < 1:
+        from ..untrusted_files import check_param_modules
+
+        check_param_modules(self.modules, self.param_names, what="delta adapter config",
+                            error_class=GradiendConfigError)
+        if not isinstance(self.latent_size, int) or isinstance(self.latent_size, bool) or self.latent_size < 1:
             raise GradiendConfigError(f"`latent_size` must be a positive integer, got {self.latent_size!r}.")
         if self.h is not None:
             if len(self.h) != self.latent_size or not all(math.isfinite(float(v)) for v in self.h):
@@ -117,9 +121,10 @@ class DeltaAdapterConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / ADAPTER_CONFIG_NAME
-        path.write_text(self.to_json_string(), encoding="utf-8")
-        return path
+        """Write `adapter_config.json` into `folder` (atomically: the old file or the new one, never half)."""
+        from ..atomic_io import atomic_write_text
+
+        return atomic_write_text(Path(folder) / ADAPTER_CONFIG_NAME, self.to_json_string())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeltaAdapterConfig:
@@ -145,6 +150,10 @@ class DeltaAdapterConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise AdapterLoadError(f"`{path}` is not valid JSON ({error}).") from error
+        from ..untrusted_files import check_config_dict
+
+        if isinstance(data, dict):
+            check_config_dict(data, path=path, what="delta adapter", error_class=AdapterLoadError)
         if not isinstance(data, dict) or data.get("adapter_type") != ADAPTER_TYPE:
             kind = data.get("peft_type") if isinstance(data, dict) else None
             advice = (f"it is a PEFT `{kind}` adapter: load it with `peft.PeftModel.from_pretrained(base, path)`"

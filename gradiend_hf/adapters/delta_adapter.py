@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .._utils import empty_output_dir, read_safetensors_header
+from .._utils import read_safetensors_header
 from ..errors import AdapterCompatibilityError, AdapterLoadError
 from .base_model import base_fingerprint, check_fingerprint, describe_modules, resolve_parameters
 from .configuration import (
@@ -227,31 +227,38 @@ class DeltaAdapter:
                        overwrite: bool = False, **save_kwargs: Any) -> Path:
         """Write the base model with the update merged as a plain transformers folder (loads without gradiend_hf).
 
-        The base model itself is left as it was. An existing non-empty folder is refused unless `overwrite`.
+        The base model itself is left as it was. An existing non-empty folder is refused unless `overwrite` (and
+        then replaced only if it holds gradiend_hf's outputs alone); the new folder is swapped in when complete.
         """
-        folder = empty_output_dir(save_directory, overwrite=overwrite, what="merged model")
-        with self.applied(base_model, scale=scale, h=h, alpha=alpha):
-            base_model.save_pretrained(folder, **save_kwargs)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
+        from ..atomic_io import atomic_folder, check_output_dir
+
+        folder = check_output_dir(save_directory, overwrite=overwrite, what="merged model")
+        with atomic_folder(folder, what="merged model", replace=True) as staging:
+            with self.applied(base_model, scale=scale, h=h, alpha=alpha):
+                base_model.save_pretrained(staging, **save_kwargs)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
         return folder
 
     # -- save / load / Hub ---------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *, model_card: bool = True) -> Path:
-        """Write `adapter_config.json`, `adapter_model.safetensors` and (unless one you wrote exists) our card."""
+        """Write `adapter_config.json`, `adapter_model.safetensors` and (unless one you wrote exists) our card.
+
+        Crash-safe: the files are staged in a hidden sibling folder and swapped into place together, so a process
+        killed mid-save leaves the previous save as it was; other files in the folder are kept.
+        """
+        from ..atomic_io import atomic_folder, atomic_save_tensors
         from ..hub import CARD_MARKER
 
         folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (ADAPTER_WEIGHTS_NAME + ".tmp")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, str(tmp),
-                  metadata={"format": "pt", "adapter_type": self.config.adapter_type})
-        tmp.replace(folder / ADAPTER_WEIGHTS_NAME)
-        self.config.save(folder)
         card_path = folder / MODEL_CARD_NAME
         ours = not card_path.exists() or CARD_MARKER in card_path.read_text(encoding="utf-8", errors="replace")
-        if model_card and ours:
-            self.model_card().save(card_path)
+        with atomic_folder(folder, what="delta adapter") as staging:
+            atomic_save_tensors(self.tensors, staging / ADAPTER_WEIGHTS_NAME,
+                                metadata={"format": "pt", "adapter_type": self.config.adapter_type})
+            self.config.save(staging)
+            if model_card and ours:
+                self.model_card().save(staging / MODEL_CARD_NAME)
         return folder
 
     @classmethod
@@ -272,6 +279,10 @@ class DeltaAdapter:
                                          error_class=AdapterLoadError, what="a delta adapter", revision=revision,
                                          cache_dir=cache_dir, token=token, local_files_only=local_files_only,
                                          force_download=force_download)
+        from ..untrusted_files import check_folder
+
+        check_folder(folder, [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME], what="delta adapter",
+                     error_class=AdapterLoadError)
         config = DeltaAdapterConfig.from_folder(folder)
         weights = folder / ADAPTER_WEIGHTS_NAME
         if not weights.is_file():
