@@ -131,6 +131,9 @@ def render_export_card(kind: str, config: Any, report: Any, *, base_model_id: st
         stored_values=report.stored_values,
         total_relative_error=report.total_relative_error,
         logits_relative_error=report.logits_relative_error,
+        verified_with=report.verified_with,
+        tied=report.tied,
+        notes=report.notes,
         modules_to_save=report.modules_to_save,
         dropped=sorted(report.dropped),
     )
