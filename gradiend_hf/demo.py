@@ -20,6 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .atomic_io import atomic_write_text, remove_our_outputs
 from .errors import OutputExistsError
 from .zoo import DEFAULT_MODEL
 
@@ -81,7 +82,7 @@ class _State:
 
     def save(self) -> None:
         data = {"settings": self.settings, "steps": self.steps}
-        self.path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def done(self, step: str) -> bool:
         return bool(self.steps.get(step, {}).get("done"))
@@ -91,7 +92,7 @@ def _open_state(args: DemoArguments) -> _State:
     out = Path(args.out)
     path = out / STATE_NAME
     if args.overwrite and out.exists():
-        shutil.rmtree(out)
+        remove_our_outputs(out, what="demo")  # never the working directory, never a folder with files of yours
     if path.is_file():
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("settings") != args.settings():

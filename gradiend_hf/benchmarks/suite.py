@@ -84,11 +84,10 @@ class BenchmarkReport:
         )  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
-        """Writes the report as indented JSON."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return path
+        """Writes the report as indented JSON (atomically: a killed save leaves the previous file)."""
+        from ..atomic_io import atomic_write_text
+
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> BenchmarkReport:
