@@ -148,6 +148,11 @@ class GradiendConfig(PreTrainedConfig):
     @classmethod
     def _refuse_unknown_keys(cls, kwargs: dict[str, Any]) -> None:
         fields = set(cls.__dataclass_fields__)
+        if "auto_map" in kwargs:
+            raise GradiendConfigError(
+                "This GradiendConfig has `auto_map`, which points transformers at code shipped with the repository; a "
+                "GRADIEND model never needs remote code, so it is refused and nothing was imported or executed."
+            )
         for key in kwargs:
             if key in _TRANSFORMERS_KEYS or key.startswith("_") or key in fields:
                 continue

@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 
 from ._utils import read_safetensors_header
 from .configuration_gradiend import GradiendConfig
-from .errors import GradiendLoadError, ParameterSelectionError
+from .errors import GradiendConfigError, GradiendLoadError, ParameterSelectionError
 from .adapters import DeltaAdapter, base_fingerprint, describe_modules
 from .adapters.base_model import check_fingerprint
 from .gradients import GradientEngine, select_parameters
@@ -534,7 +534,13 @@ def verify_checkpoint(folder: str | os.PathLike) -> GradiendConfig:
             f"`{folder}` holds a `{raw_config.get('model_type')}` model, not a GRADIEND model "
             f"(expected model_type 'gradiend' in {CONFIG_NAME})."
         )
-    config = GradiendConfig.from_dict(raw_config)
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        config = GradiendConfig.from_dict(raw_config)
+    except (GradiendConfigError, StrictDataclassError, TypeError, ValueError) as error:
+        cause = error.__cause__ if isinstance(error.__cause__, GradiendConfigError) else error
+        raise GradiendLoadError(f"`{config_path}` is not a valid GRADIEND config: {cause}") from error
     index_path = folder / SAFETENSORS_INDEX_FILE
     check_folder(folder, [CONFIG_NAME, SAFETENSORS_INDEX_FILE, SAFETENSORS_SINGLE_FILE], what="GRADIEND model",
                  error_class=GradiendLoadError)
