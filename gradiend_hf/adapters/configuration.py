@@ -76,11 +76,41 @@ class DeltaAdapterConfig:
             from .. import __version__
 
             self.gradiend_hf_version = __version__
-        if isinstance(self.h, int | float):
+        if _is_number(self.h):
             self.h = [float(self.h)]
+        self._check_types()
         self.param_names = list(self.param_names)
         self.param_shapes = [list(shape) for shape in self.param_shapes]
         self.validate()
+
+    def _check_types(self) -> None:
+        """Each field has its documented type (a config file is user input: it may hold anything)."""
+        def fail(name: str, expected: str) -> None:
+            raise GradiendConfigError(f"`{name}` must be {expected}, got {getattr(self, name)!r}.")
+
+        if not isinstance(self.param_names, list | tuple) or not all(isinstance(n, str) for n in self.param_names):
+            fail("param_names", "a list of parameter names")
+        if not isinstance(self.param_shapes, list | tuple) or not all(isinstance(s, list | tuple)
+                                                                      for s in self.param_shapes):
+            fail("param_shapes", "a list of shapes (lists of integers)")
+        if not isinstance(self.dial, bool):
+            fail("dial", "true or false")
+        if self.h is not None and (not isinstance(self.h, list | tuple) or not all(_is_number(v) for v in self.h)):
+            fail("h", "a number or a list of numbers")
+        if self.alpha is not None and not _is_number(self.alpha):
+            fail("alpha", "a number")
+        for name in ("modules", "feature", "results"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                fail(name, "an object (dict)")
+        if self.merged_from is not None and not isinstance(self.merged_from, list):
+            fail("merged_from", "a list")
+        for name in ("base_model_name_or_path", "base_model_revision", "base_model_fingerprint", "gradiend_model",
+                     "description", "gradiend_hf_version"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                fail(name, "a string")
+        for name in ("adapter_type", "peft_type"):
+            if not isinstance(getattr(self, name), str):
+                fail(name, "a string")
 
     def validate(self) -> None:
         """Check that the fields agree with each other; each error says what was expected and found."""
@@ -178,6 +208,10 @@ class DeltaAdapterConfig:
             out[DIRECTION_PREFIX + name] = [self.latent_size, *shape]
             out[OFFSET_PREFIX + name] = list(shape)
         return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 __all__ = [
