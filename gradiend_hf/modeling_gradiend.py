@@ -520,15 +520,9 @@ def verify_checkpoint(folder: str | os.PathLike) -> GradiendConfig:
             f"`{folder}` holds no GRADIEND model: `{CONFIG_NAME}` is missing. Point to a folder written by "
             f"`GradiendModel.save_pretrained` or a Hub repo pushed with `push_to_hub`."
         )
-    from .untrusted_files import check_config_dict, check_folder
+    from .untrusted_files import check_folder, read_config_json
 
-    try:
-        raw_config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise GradiendLoadError(f"`{config_path}` is not valid JSON ({error}).") from error
-    if not isinstance(raw_config, dict):
-        raise GradiendLoadError(f"`{config_path}` is not a JSON object, so not a GRADIEND config.")
-    check_config_dict(raw_config, path=config_path, what="GRADIEND model", error_class=GradiendLoadError)
+    raw_config = read_config_json(config_path, what="GRADIEND model", error_class=GradiendLoadError)
     if raw_config.get("model_type") != GradiendConfig.model_type:
         raise GradiendLoadError(
             f"`{folder}` holds a `{raw_config.get('model_type')}` model, not a GRADIEND model "

@@ -97,6 +97,24 @@ def check_param_modules(modules: object, names: Iterable[str], *, what: str, err
                               f"prefix of its name. The config is corrupt or was edited to write elsewhere.")
 
 
+def read_config_json(path: str | os.PathLike, *, what: str, error_class: type[Exception]) -> dict:
+    """A config file someone else wrote: valid JSON, an object, and no request for remote code.
+
+    Raises:
+        error_class: naming the file and what is wrong.
+    """
+    import json
+
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise error_class(f"`{path}` is not valid JSON ({error}).") from error
+    if not isinstance(config, dict):
+        raise error_class(f"`{path}` is not a JSON object, so not a {what} config.")
+    check_config_dict(config, path=path, what=what, error_class=error_class)
+    return config
+
+
 def check_config_dict(config: dict, *, path: str | os.PathLike, what: str, error_class: type[Exception]) -> None:
     """Refuse a config that asks for code from the repository (`auto_map`)."""
     for key in REMOTE_CODE_KEYS:
@@ -114,4 +132,5 @@ __all__ = [
     "check_folder",
     "check_param_modules",
     "check_repo_listing",
+    "read_config_json",
 ]

@@ -24,6 +24,7 @@ from .patching import (
     remove_deltas,
     resolve_changes,
 )
+from .peft_check import check_peft_folder, load_peft_export
 from .peft_export import ExportReport, export_lora, export_shira
 
 __all__ = [
@@ -41,11 +42,13 @@ __all__ = [
     "applied_entries",
     "apply_delta",
     "base_fingerprint",
+    "check_peft_folder",
     "decoded_update",
     "describe_modules",
     "export_lora",
     "export_shira",
     "fingerprint",
+    "load_peft_export",
     "merge_adapters",
     "original_tensors",
     "remove_deltas",

@@ -176,16 +176,11 @@ class DeltaAdapterConfig:
                 f"`{folder}` holds no delta adapter: `{ADAPTER_CONFIG_NAME}` is missing. Point to a folder written by "
                 f"`DeltaAdapter.save_pretrained` (or `gradiend export`)."
             )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise AdapterLoadError(f"`{path}` is not valid JSON ({error}).") from error
-        from ..untrusted_files import check_config_dict
+        from ..untrusted_files import read_config_json
 
-        if isinstance(data, dict):
-            check_config_dict(data, path=path, what="delta adapter", error_class=AdapterLoadError)
-        if not isinstance(data, dict) or data.get("adapter_type") != ADAPTER_TYPE:
-            kind = data.get("peft_type") if isinstance(data, dict) else None
+        data = read_config_json(path, what="delta adapter", error_class=AdapterLoadError)
+        if data.get("adapter_type") != ADAPTER_TYPE:
+            kind = data.get("peft_type")
             advice = (f"it is a PEFT `{kind}` adapter: load it with `peft.PeftModel.from_pretrained(base, path)`"
                       if kind else "it is not a gradiend_hf delta adapter")
             raise AdapterLoadError(f"`{folder}` cannot be loaded as a delta adapter: {advice}.")

@@ -11,7 +11,6 @@ PEFT wrote none of those tensors is checked afterwards.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import re
@@ -86,7 +85,7 @@ def check_peft_folder(folder: str | os.PathLike, *, base_model: nn.Module | None
     Raises:
         error_class: naming the file and what is wrong.
     """
-    from ..untrusted_files import check_config_dict, check_folder
+    from ..untrusted_files import check_folder, read_config_json
 
     folder = Path(folder)
     config_path, weights = folder / PEFT_CONFIG_NAME, folder / PEFT_WEIGHTS_NAME
@@ -94,13 +93,7 @@ def check_peft_folder(folder: str | os.PathLike, *, base_model: nn.Module | None
     if not config_path.is_file() or not weights.is_file():
         raise error_class(f"`{folder}` is not a PEFT export: it needs `{PEFT_CONFIG_NAME}` and `{PEFT_WEIGHTS_NAME}` "
                           f"(safetensors only; pickled `adapter_model.bin` files are never read).")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise error_class(f"`{config_path}` is not valid JSON ({error}).") from error
-    if not isinstance(config, dict):
-        raise error_class(f"`{config_path}` is not a JSON object.")
-    check_config_dict(config, path=config_path, what="PEFT export", error_class=error_class)
+    config = read_config_json(config_path, what="PEFT export", error_class=error_class)
     parent = (config.get("auto_mapping") or {}).get("parent_library") if isinstance(config.get("auto_mapping"),
                                                                                    dict) else None
     if config.get("auto_mapping") is not None and not (isinstance(parent, str) and parent.startswith("transformers.")):
