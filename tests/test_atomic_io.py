@@ -28,7 +28,6 @@ from gradiend_hf.cli import main
 from gradiend_hf.errors import OutputBusyError, OutputExistsError
 from gradiend_hf.evaluation import DecoderSearchResult
 from gradiend_hf.evaluation.search import SearchPoint
-from tiny_models import tiny_llama
 
 DOWN = "model.layers.0.mlp.down_proj.weight"
 
