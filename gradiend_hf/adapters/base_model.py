@@ -67,7 +67,7 @@ def fingerprint(tensors: Sequence[torch.Tensor]) -> str:
 def base_fingerprint(base_model: nn.Module, names: Sequence[str]) -> str:
     """Fingerprint of the base weights called `names`, as they are without any delta adapter applied.
 
-    Cached per model and content token (`patching.content_token`): toggling adapters on and off restores the
+    Cached per model and content token (`content_tokens.content_token`): toggling adapters on and off restores the
     original values and their token, so it does not rehash; a real change of the weights (an optimiser step,
     `load_state_dict`) gives new tokens and a new hash.
     """

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.utils.weak import WeakIdKeyDictionary
 
 from ..errors import AdapterCompatibilityError, AdapterStateError
 from .base_model import named_parameters_with_aliases, resolve_parameters
+from .content_tokens import content_token, new_token, retoken
 
 DeltaTerm = tuple[Mapping[str, torch.Tensor], float]
 """One summand of an edit: `({parameter name: ΔW}, scale)`."""
@@ -41,32 +41,6 @@ of its norm (most of it rounded away)."""
 
 _lock = threading.RLock()
 """Guards the registry of applied deltas and every write it makes (re-entrant: removing calls writing)."""
-
-
-# -- content tokens: which tensors hold the same values, without hashing them ----------------------------------------
-_token_ids = count(1)
-_tokens: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> (data_ptr, version, token)
-
-
-def _state_of(tensor: torch.Tensor) -> tuple[int, int]:
-    return tensor.data_ptr(), tensor._version
-
-
-def content_token(tensor: torch.Tensor) -> int:
-    """A number that stays the same while `tensor`'s values do (it changes with any in-place change or `.data`
-    swap that PyTorch's version counter sees; writes through `.data` are invisible to it)."""
-    with _lock:
-        record = _tokens.get(tensor)
-        if record is not None and record[:2] == _state_of(tensor):
-            return record[2]
-        token = next(_token_ids)
-        _tokens[tensor] = (*_state_of(tensor), token)
-        return token
-
-
-def _retoken(tensor: torch.Tensor, token: int) -> None:
-    """Record that `tensor` (just written) holds the values known under `token` again."""
-    _tokens[tensor] = (*_state_of(tensor), token)
 
 
 def _copy_into(param: torch.Tensor, value: torch.Tensor) -> None:
@@ -206,7 +180,7 @@ class ParameterPatch:
                 if key in values:
                     self._expected[key] = content_token(param)
                 else:
-                    _retoken(param, self._original_tokens[key])
+                    retoken(param, self._original_tokens[key])
                     self._expected[key] = self._original_tokens[key]
         except BaseException:
             self.restore()
@@ -247,7 +221,7 @@ class ParameterPatch:
                     f"Could not write the original values back into a patched weight ({type(error).__name__}: "
                     f"{error}); its values are unknown now. Reload the model."
                 ) from error
-            _retoken(param, self._original_tokens[key])
+            retoken(param, self._original_tokens[key])
             self._expected[key] = self._original_tokens[key]
 
     @torch.no_grad()
@@ -262,7 +236,7 @@ class ParameterPatch:
                     if self._key_of.get(name) == key:
                         current = current - float(scale) * delta.to(device=current.device, dtype=torch.float32)
             self._originals[key] = current.to(self._params[key].dtype)
-            self._original_tokens[key] = next(_token_ids)
+            self._original_tokens[key] = new_token()
 
     def __enter__(self) -> ParameterPatch:
         return self
@@ -518,7 +492,6 @@ __all__ = [
     "RoundingLoss",
     "applied_entries",
     "apply_delta",
-    "content_token",
     "original_content_tokens",
     "original_tensors",
     "remove_deltas",

@@ -24,7 +24,8 @@ from torch import nn
 
 from .._utils import read_safetensors_header
 from ..errors import AdapterExportError, AdapterLoadError
-from .patching import apply_delta, content_token
+from .content_tokens import content_token
+from .patching import apply_delta
 
 PEFT_CONFIG_NAME = "adapter_config.json"
 PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
