@@ -246,6 +246,16 @@ def test_bench_tells_two_adapter_folders_of_the_same_name_apart():
         _report_names(["runs/a", "runs/a/"])
 
 
-def test_our_outputs_list_covers_what_the_writers_write():
-    assert "adapter_model.safetensors" in atomic_io.OUR_OUTPUTS and ".*.lock" in atomic_io.OUR_OUTPUTS
-    assert json.loads(json.dumps(list(atomic_io.OUR_OUTPUTS)))
+def test_every_writer_output_counts_as_ours_so_overwrite_can_replace_it(llama, tmp_path):
+    from gradiend_hf.atomic_io import foreign_entries
+
+    out = tmp_path / "out"
+    adapter = _adapter(llama, 1.0)
+    adapter.save_pretrained(out / "adapter")
+    adapter.export_lora(out / "adapter-lora", base_model=llama)
+    adapter.merge_and_save(llama, out / "merged")
+    gh.GradiendModel.for_base_model(llama, params=[DOWN], seed=0).save_pretrained(out / "gradiend")
+    _search_result(1.0).save(out / "search")
+    BenchmarkReport(model="m", lm_kind="causal", results={}).save(out / "benchmarks" / "some-adapter.json")
+    assert foreign_entries(out) == []
+    assert check_output_dir(out, overwrite=True, what="output") == out
