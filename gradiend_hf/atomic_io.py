@@ -5,7 +5,9 @@ written to a hidden temporary name next to their target, flushed to disk and ren
 folder is atomic). Folders are staged as a hidden sibling and swapped into place in one `renameat2(RENAME_EXCHANGE)`
 call (Linux); entries of the old folder that the new save does not write (a training log, a README you wrote) are
 hard-linked into the staged folder first, so they survive the swap. Where the exchange is not available, the old
-folder is renamed aside and back; that leaves a window of two renames, which the next save repairs.
+folder is renamed aside and back; that leaves a window of two renames, which the next save repairs. A folder that
+cannot be renamed at all (a mount point such as a Docker volume, or one whose parent is read-only) gets its files
+replaced one by one, each atomically, with a warning saying so.
 
 A lock file next to the folder (`.NAME.lock`, held with `flock`, so a killed holder releases it) makes a second
 process that writes the same folder fail with a clear error instead of interleaving its files with the first.
@@ -23,6 +25,7 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -153,7 +156,12 @@ _held: dict[str, list[Any]] = {}  # resolved folder -> [owning thread id, depth,
 
 
 def _lock_path(folder: Path) -> Path:
-    return folder.parent / f".{folder.name}.lock"
+    return folder / ".gradiend.lock" if _cannot_swap(folder) else folder.parent / f".{folder.name}.lock"
+
+
+def _cannot_swap(folder: Path) -> bool:
+    """A mount point (a Docker volume), or a folder whose parent is read-only, cannot be replaced by a rename."""
+    return folder.is_dir() and (os.path.ismount(folder) or not os.access(folder.parent, os.W_OK))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -351,28 +359,61 @@ def atomic_folder(folder: str | os.PathLike, *, what: str, replace: bool = False
     refuse_working_directory(folder, what)
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"`{folder}` is a file, not a folder; the {what} needs a folder. Choose another path.")
+    in_place = _cannot_swap(folder)
     with output_lock(folder, what=what):
-        _remove_stale(folder.parent, folder.name)
-        staging = _temporary_name(folder, "staging")
+        if in_place:
+            warnings.warn(
+                f"`{folder}` is a mount point (or its parent is read-only), so it cannot be swapped as a whole: the "
+                f"{what}'s files replace the old ones one by one, each atomically, and a save killed half-way can "
+                f"leave a mix of old and new files. Save into a subfolder for all-or-nothing saves.", stacklevel=3)
+            _remove_stale(folder, "gradiend")
+            staging = _temporary_name(folder / "gradiend", "staging")
+        else:
+            _remove_stale(folder.parent, folder.name)
+            staging = _temporary_name(folder, "staging")
         staging.mkdir(parents=True)
         try:
             yield staging
-            if folder.exists() and not replace:
-                budget = [MAX_KEPT_ENTRIES]
-                for entry in folder.iterdir():
-                    if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in stale):
-                        continue
-                    if not os.path.lexists(staging / entry.name):
-                        _link_tree(entry, staging / entry.name, budget)
-            _fsync_dir(staging)
-            _pause("staged", folder.name)
-            _swap_into_place(staging, folder)
-            _pause("swapped", folder.name)
+            if in_place:
+                _replace_entries(staging, folder, replace)
+            else:
+                if folder.exists() and not replace:
+                    budget = [MAX_KEPT_ENTRIES]
+                    for entry in folder.iterdir():
+                        if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in stale):
+                            continue
+                        if not os.path.lexists(staging / entry.name):
+                            _link_tree(entry, staging / entry.name, budget)
+                _fsync_dir(staging)
+                _pause("staged", folder.name)
+                _swap_into_place(staging, folder)
+                _pause("swapped", folder.name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         shutil.rmtree(staging, ignore_errors=True)  # now the old version (or nothing)
         _fsync_dir(folder.parent)
+
+
+def _replace_entries(staging: Path, folder: Path, replace: bool) -> None:
+    """The fallback of `atomic_folder` for folders that cannot be swapped: move each staged entry into place."""
+    written = set()
+    for entry in sorted(staging.iterdir()):
+        target = folder / entry.name
+        written.add(entry.name)
+        if entry.is_dir() and target.is_dir() and not target.is_symlink():
+            old = _temporary_name(target, "old")
+            os.rename(target, old)
+            os.rename(entry, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(entry, target)
+    if replace:
+        for entry in folder.iterdir():
+            if entry.name in written or entry.name.startswith(".gradiend."):
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    _fsync_dir(folder)
 
 
 def _swap_into_place(staging: Path, folder: Path) -> None:

@@ -192,6 +192,19 @@ def test_a_failing_block_leaves_the_folder_as_it_was(tmp_path):
     assert (folder / "config.json").read_text() == "{}" and _hidden(folder) == []
 
 
+def test_a_mount_point_is_saved_file_by_file_with_a_warning(llama, tmp_path, monkeypatch):
+    folder = tmp_path / "volume"
+    _adapter(llama, 1.0).save_pretrained(folder)
+    (folder / "notes.txt").write_text("mine")
+    real = os.path.ismount
+    monkeypatch.setattr(atomic_io.os.path, "ismount", lambda path: str(path) == str(folder) or real(path))
+    with pytest.warns(UserWarning, match="is a mount point .* one by one, each atomically"):
+        _adapter(llama, 2.0).save_pretrained(folder)
+    assert _value(folder) == 2.0 and (folder / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "adapter_config.json",
+                                                        "adapter_model.safetensors", "notes.txt"]
+
+
 def test_a_resave_drops_stale_weight_shards_but_keeps_other_files(llama, tmp_path):
     folder = tmp_path / "gradiend"
     model = gh.GradiendModel.for_base_model(llama, params=["model.layers.*.mlp.*"], seed=0)
