@@ -186,7 +186,7 @@ def test_bad_exports_are_refused(adapter, llama, bpe, tmp_path):
 # -- tied embeddings (Gemma ties its LM head to model.embed_tokens): issue 13 --------------------------------------
 from gradiend_hf.adapters import fingerprint  # noqa: E402
 from gradiend_hf.adapters import peft_export  # noqa: E402
-from tiny_models import tiny_llama  # noqa: E402
+from tiny_models import tiny_gemma3, tiny_llama  # noqa: E402
 
 EMBED = "model.embed_tokens.weight"
 DOWN = "model.layers.0.mlp.down_proj.weight"
@@ -232,6 +232,22 @@ def test_exact_lora_of_a_tied_embedding_loads_with_peft_and_load_adapter(tied, b
     torch.testing.assert_close(peft_logits, ours, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(transformers_logits, ours, rtol=1e-5, atol=1e-5)
     assert _weights(base) == before  # the check loaded PEFT on a shared copy without touching the base
+
+
+def test_exact_lora_of_gemmas_tied_scaled_embedding_matches_in_both_loaders(bpe, tmp_path):
+    base = tiny_gemma3(len(bpe))
+    generator = torch.Generator().manual_seed(3)
+    adapter = DeltaAdapter.from_deltas({EMBED: 0.3 * torch.randn(len(bpe), 32, generator=generator),
+                                        DOWN: 0.3 * torch.randn(32, 64, generator=generator)}, base_model=base)
+    report = adapter.export_lora(tmp_path / "lora", base_model=base, tokenizer=bpe)
+    assert report.tied == {"model.embed_tokens": ["lm_head"]} and report.logits_relative_error < 1e-5
+    ours = _applied_logits(adapter, base, _ids(bpe))
+    with torch.no_grad():
+        peft_logits = PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path / "lora"))(_ids(bpe)).logits
+        model = copy.deepcopy(base)
+        model.load_adapter(str(tmp_path / "lora"))
+        torch.testing.assert_close(model(_ids(bpe)).logits, ours, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(peft_logits, ours, rtol=1e-5, atol=1e-5)
 
 
 def test_shira_of_a_tied_embedding_exports_the_head_too(tied, bpe, tmp_path):
