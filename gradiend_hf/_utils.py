@@ -45,11 +45,19 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def read_safetensors_header(path: Path, error_class: type[Exception]) -> dict[str, Any]:
-    """The JSON header of a safetensors file, after checking that the file is as long as the header says.
+_SAFETENSORS_ITEMSIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2,
+    "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+}
+MAX_SAFETENSORS_HEADER = 100_000_000
 
-    Lets loaders compare names and shapes with a config before reading any tensor, and name the file when it is
-    truncated or corrupt. Raises `error_class` with a message saying what is wrong and what to do.
+
+def read_safetensors_header(path: Path, error_class: type[Exception]) -> dict[str, Any]:
+    """The JSON header of a safetensors file, after checking that it describes the file exactly.
+
+    Lets loaders compare names and shapes with a config before reading any tensor, and refuse a truncated, corrupt
+    or hostile file (huge sizes, overlapping or gapped offsets, unknown dtypes) before the safetensors reader
+    allocates anything. Raises `error_class` with a message saying what is wrong and what to do.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -58,7 +66,7 @@ def read_safetensors_header(path: Path, error_class: type[Exception]) -> dict[st
         if len(raw) < 8:
             raise error_class(f"`{path}` is truncated: it has {size} bytes, too few for a safetensors header.")
         (header_len,) = struct.unpack("<Q", raw)
-        if header_len > min(size - 8, 100_000_000):
+        if header_len > min(size - 8, MAX_SAFETENSORS_HEADER):
             raise error_class(
                 f"`{path}` is corrupt: its header claims {header_len} bytes but the file has {size}. Re-save or "
                 f"re-download it."
@@ -67,7 +75,23 @@ def read_safetensors_header(path: Path, error_class: type[Exception]) -> dict[st
             header = json.loads(handle.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise error_class(f"`{path}` is corrupt: its safetensors header is not valid JSON ({error}).") from error
-    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+    if not isinstance(header, dict):
+        raise error_class(f"`{path}` is corrupt: its safetensors header is not a JSON object.")
+    spans = []
+    for key, info in header.items():
+        if key == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise error_class(f"`{path}` is corrupt: `__metadata__` must map strings to strings.")
+            continue
+        spans.append((*_tensor_span(path, key, info, error_class), key))
+    spans.sort()
+    end = 0
+    for begin, stop, key in spans:
+        if begin != end:
+            what = "overlaps the tensor before it" if begin < end else "leaves a gap before it"
+            raise error_class(f"`{path}` is corrupt or hostile: the data of tensor `{key}` {what} (offset {begin}, "
+                              f"expected {end}). Re-save or re-download it; do not load it with other tools.")
+        end = stop
     if 8 + header_len + end != size:
         raise error_class(
             f"`{path}` is truncated or corrupt: its header describes {8 + header_len + end} bytes but the file has "
@@ -76,21 +100,43 @@ def read_safetensors_header(path: Path, error_class: type[Exception]) -> dict[st
     return header
 
 
-def empty_output_dir(folder: str | Path, *, overwrite: bool, what: str) -> Path:
-    """`folder` as a Path, refusing to write into it when it holds files, unless `overwrite` (then it is emptied).
+def _tensor_span(path: Path, key: str, info: Any, error_class: type[Exception]) -> tuple[int, int]:
+    """(begin, end) of one tensor's bytes, after checking its dtype, shape and size against each other."""
+    if not isinstance(info, dict):
+        raise error_class(f"`{path}` is corrupt: the entry of tensor `{key}` is not an object.")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in _SAFETENSORS_ITEMSIZE:
+        raise error_class(f"`{path}`: tensor `{key}` has an unknown dtype {dtype!r}; expected one of "
+                          f"{sorted(_SAFETENSORS_ITEMSIZE)}.")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise error_class(f"`{path}`: tensor `{key}` has an invalid shape {shape!r}.")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        raise error_class(f"`{path}`: tensor `{key}` has invalid data offsets {offsets!r}.")
+    numel = 1
+    for dim in shape:
+        numel *= dim
+    if numel * _SAFETENSORS_ITEMSIZE[dtype] != offsets[1] - offsets[0]:
+        raise error_class(
+            f"`{path}` is corrupt or hostile: tensor `{key}` of shape {shape} ({dtype}) needs "
+            f"{numel * _SAFETENSORS_ITEMSIZE[dtype]} bytes but its offsets span {offsets[1] - offsets[0]}."
+        )
+    return offsets[0], offsets[1]
 
-    Nothing a user saved is written over silently: the error names the folder and the way out.
+
+def empty_output_dir(folder: str | Path, *, overwrite: bool, what: str, remove: bool = True) -> Path:
+    """`folder` as a Path, refusing to write into it when it holds files, unless `overwrite`.
+
+    With `overwrite`, the folder is emptied first (`remove=True`) or only checked (`remove=False`, for writers that
+    replace it atomically at the end) — and only if everything in it is gradiend_hf's own output and it is not the
+    working directory or a folder above it (see `atomic_io.check_output_dir`). The error names the folder and the
+    way out.
     """
-    import shutil
+    from .atomic_io import check_output_dir, remove_our_outputs
 
-    from .errors import OutputExistsError
-
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"`{folder}` exists and is not empty; the {what} is not written over it. Choose another folder, or "
-                f"pass overwrite=True (CLI: --overwrite) to replace it."
-            )
-        shutil.rmtree(folder)
+    folder = check_output_dir(folder, overwrite=overwrite, what=what)
+    if remove and folder.is_dir() and any(folder.iterdir()):
+        remove_our_outputs(folder, what=what)
     return folder

@@ -234,11 +234,12 @@ def _load_base(name: str | None, recorded: str | None, what: str, **kwargs):
         ) from error
 
 
-def _check_output(folder: str, overwrite: bool) -> Path:
-    """Refuse to write into a non-empty folder unless --overwrite (then it is emptied first)."""
+def _check_output(folder: str, overwrite: bool, *, remove: bool = False) -> Path:
+    """Refuse to write into a non-empty folder unless --overwrite, and then only over gradiend's own outputs (never
+    the working directory); the writers replace it atomically, or with `remove` it is emptied first."""
     from ._utils import empty_output_dir
 
-    return empty_output_dir(folder, overwrite=overwrite, what="output")
+    return empty_output_dir(folder, overwrite=overwrite, what="output", remove=remove)
 
 
 @dataclass
@@ -277,11 +278,12 @@ class Export:
         adapter.save_pretrained(outputs[0])
         print(f"Wrote the delta adapter to {outputs[0]}: {adapter}")
         if rank is not None:
-            report = adapter.export_lora(outputs[1], rank=rank, pure=self.pure, base_model=base, tokenizer=tokenizer)
+            report = adapter.export_lora(outputs[1], rank=rank, pure=self.pure, base_model=base, tokenizer=tokenizer,
+                                         overwrite=self.overwrite)
             print(report.summary())
         if self.shira is not None:
             report = adapter.export_shira(outputs[-1], r=self.shira, pure=self.pure, base_model=base,
-                                          tokenizer=tokenizer)
+                                          tokenizer=tokenizer, overwrite=self.overwrite)
             print(report.summary())
         return 0
 
@@ -306,7 +308,7 @@ class Apply:
         adapter = DeltaAdapter.from_pretrained(self.adapter)
         base, tokenizer = _load_base(self.model, adapter.config.base_model_name_or_path, self.adapter)
         adapter.merge_and_save(base, out, tokenizer=tokenizer, scale=self.scale, h=_parse_h(self.h),
-                               alpha=self.alpha)
+                               alpha=self.alpha, overwrite=self.overwrite)
         print(f"Wrote {out}: the base model with {self.adapter} merged (scale {self.scale}). Load it with "
               f"AutoModelForCausalLM.from_pretrained({str(out)!r}) (or AutoModelForMaskedLM).")
         return 0
@@ -341,6 +343,26 @@ class Merge:
         return 0
 
 
+def _report_names(sources: Sequence[str]) -> list[str]:
+    """One distinct file-safe name per adapter folder or repo: the shortest tail of its path that tells it from the
+    others (`runs/a/adapter`, `runs/b/adapter` -> `a--adapter`, `b--adapter`), never `base`."""
+    from .errors import BenchmarkError
+
+    if not sources:
+        return []
+    parts = [[p for p in Path(source).parts if p not in ("/", ".", "..")] or [source] for source in sources]
+    seen = {}
+    for source, key in zip(sources, map(tuple, parts)):
+        if key in seen:
+            raise BenchmarkError(f"--adapter lists {source!r} twice (also as {seen[key]!r}); give each adapter once.")
+        seen[key] = source
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["--".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names) and "base" not in names:
+            return names
+    return ["adapter--" + "--".join(p) for p in parts]
+
+
 @dataclass
 class Bench:
     """Run the bias benchmarks (StereoSet, CrowS-Pairs, SEAT, LM score) on a base model, alone and with adapters."""
@@ -362,8 +384,9 @@ class Bench:
         from .adapters import DeltaAdapter
         from .benchmarks import compare_reports, paired_differences, plot_reports, run_benchmarks
 
-        out = _check_output(self.out, self.overwrite)
-        adapters = {Path(a).name or a: DeltaAdapter.from_pretrained(a) for a in self.adapter}  # fail before loading
+        out = _check_output(self.out, self.overwrite, remove=True)
+        names = _report_names(self.adapter)
+        adapters = {name: DeltaAdapter.from_pretrained(a) for name, a in zip(names, self.adapter)}  # fail early
         base, tokenizer = _load_base(self.model, None, "the command line")
         options = {"suites": [s.strip() for s in self.suite.split(",") if s.strip()], "limit": self.limit,
                    "bias_types": [b.strip() for b in self.bias_types.split(",")] if self.bias_types else None,

@@ -148,6 +148,11 @@ class GradiendConfig(PreTrainedConfig):
     @classmethod
     def _refuse_unknown_keys(cls, kwargs: dict[str, Any]) -> None:
         fields = set(cls.__dataclass_fields__)
+        if "auto_map" in kwargs:
+            raise GradiendConfigError(
+                "This GradiendConfig has `auto_map`, which points transformers at code shipped with the repository; a "
+                "GRADIEND model never needs remote code, so it is refused and nothing was imported or executed."
+            )
         for key in kwargs:
             if key in _TRANSFORMERS_KEYS or key.startswith("_") or key in fields:
                 continue
@@ -175,6 +180,10 @@ class GradiendConfig(PreTrainedConfig):
                 raise GradiendConfigError(
                     f"The shape of `{name}` must be a non-empty list of positive integers, got {shape!r}."
                 )
+        from .untrusted_files import check_param_modules
+
+        check_param_modules(self.param_modules, self.param_names, what="GRADIEND config",
+                            error_class=GradiendConfigError)
 
     def validate_feature(self):
         """Part of `@strict`-powered validation: two distinct classes, a known positive class, known target keys."""

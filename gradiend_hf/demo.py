@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .atomic_io import atomic_write_text, remove_our_outputs
 from .demo_report import NO_EDIT
 from .errors import OutputExistsError
 from .zoo import DEFAULT_MODEL
@@ -102,7 +102,7 @@ class _State:
 
     def save(self) -> None:
         data = {"settings": self.settings, "steps": self.steps}
-        self.path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def done(self, step: str) -> bool:
         return bool(self.steps.get(step, {}).get("done"))
@@ -112,7 +112,7 @@ def _open_state(args: DemoArguments) -> _State:
     out = Path(args.out)
     path = out / STATE_NAME
     if args.overwrite and out.exists():
-        shutil.rmtree(out)
+        remove_our_outputs(out, what="demo")  # never the working directory, never a folder with files of yours
     if path.is_file():
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("settings") != args.settings():
@@ -319,9 +319,7 @@ class _Context:
                            f"least 0.99 × the base's; it is not a debiased model.")
         adapter = model.to_adapter(h=chosen["h"], alpha=chosen["alpha"], base_model=self.base,
                                    description=description)
-        if self.adapter_dir.exists():
-            shutil.rmtree(self.adapter_dir)
-        adapter.save_pretrained(self.adapter_dir)
+        adapter.save_pretrained(self.adapter_dir)  # staged and swapped in: a rerun replaces it, a crash keeps the old
         report = adapter.export_lora(self.out / "adapter-lora", rank="exact", base_model=self.base,
                                      tokenizer=self.tokenizer, overwrite=True)
         return {"exported": True, "lora_total_relative_error": report.total_relative_error,

@@ -41,6 +41,15 @@ class OutputExistsError(GradiendError, FileExistsError):
     """An output folder already holds files; nothing is written over them unless the caller says overwrite."""
 
 
+class OutputBusyError(GradiendError, OSError):
+    """Another process (or thread) is writing the same output folder; its lock file says which process."""
+
+
+class AdapterStateError(GradiendError, RuntimeError):
+    """Applied delta adapters cannot be taken off as recorded: a covered weight was changed in place while they were
+    on (an optimiser step, `load_state_dict`), or writing the weights failed and could not be undone."""
+
+
 class EmbeddedModelError(GradiendError, OSError):
     """An embedded offline model is not installed, or its converted cache is corrupt."""
 
@@ -61,12 +70,14 @@ __all__ = [
     "AdapterCompatibilityError",
     "AdapterExportError",
     "AdapterLoadError",
+    "AdapterStateError",
     "BenchmarkError",
     "EmbeddedModelError",
     "FeatureDataError",
     "GradiendConfigError",
     "GradiendError",
     "GradiendLoadError",
+    "OutputBusyError",
     "OutputExistsError",
     "ParameterSelectionError",
     "SearchError",

@@ -131,6 +131,9 @@ def render_export_card(kind: str, config: Any, report: Any, *, base_model_id: st
         stored_values=report.stored_values,
         total_relative_error=report.total_relative_error,
         logits_relative_error=report.logits_relative_error,
+        verified_with=report.verified_with,
+        tied=report.tied,
+        notes=report.notes,
         modules_to_save=report.modules_to_save,
         dropped=sorted(report.dropped),
     )
@@ -143,11 +146,23 @@ def download_repo_files(repo_id: str, allow_patterns: list[str], *, error_class:
                         subfolder: str | None = None) -> Path:
     """Fetch the files of a Hub repo that match `allow_patterns` (or find them in the HF cache when offline).
 
-    Raises `error_class` naming the repo when it is neither reachable nor cached.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    Online, the repository's file list is checked first: a repository that ships pickles, or names files outside
+    itself, is refused before anything is downloaded (`untrusted_files.check_repo_listing`).
 
+    Raises `error_class` naming the repo when it is neither reachable nor cached, or is refused.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    from .untrusted_files import check_repo_listing
+
+    if not local_files_only and not constants.HF_HUB_OFFLINE:
+        try:
+            names = HfApi(token=token if isinstance(token, str) else None).list_repo_files(repo_id, revision=revision)
+        except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
+            names = None  # unreachable: snapshot_download below falls back to the cache or says why
+        if names is not None:
+            check_repo_listing(names, source=repo_id, what=what.removeprefix("a "), error_class=error_class)
     try:
         path = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                  force_download=force_download, local_files_only=local_files_only,

@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 
 from ._utils import read_safetensors_header
 from .configuration_gradiend import GradiendConfig
-from .errors import GradiendLoadError, ParameterSelectionError
+from .errors import GradiendConfigError, GradiendLoadError, ParameterSelectionError
 from .adapters import DeltaAdapter, base_fingerprint, describe_modules
 from .adapters.base_model import check_fingerprint
 from .gradients import GradientEngine, select_parameters
@@ -27,6 +27,8 @@ CONFIG_NAME = "config.json"
 SAFETENSORS_SINGLE_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 MODEL_CARD_NAME = "README.md"
+_WEIGHT_FILES = ("model*.safetensors", SAFETENSORS_INDEX_FILE, "pytorch_model*.bin", "pytorch_model.bin.index.json")
+"""Weights of an earlier save that a new save drops (a loader would mix stale shards with the new ones)."""
 
 GradientInput = Mapping[str, torch.Tensor] | Sequence[torch.Tensor]
 
@@ -159,15 +161,22 @@ class GradiendPreTrainedModel(PreTrainedModel):
         """Save config and sharded safetensors like any transformers model, plus our model card.
 
         A `README.md` that gradiend_hf did not write (no marker line) is kept: a card the user wrote or edited is
-        never overwritten; our own card is refreshed.
+        never overwritten; our own card is refreshed. Crash-safe: everything is staged in a hidden sibling folder
+        and swapped into place at once, so a process killed mid-save leaves the previous save loadable; other files
+        in the folder (a training log, checkpoints) are kept, earlier weight shards are not.
         """
+        from .atomic_io import atomic_folder
         from .hub import CARD_MARKER
 
-        super().save_pretrained(save_directory, *args, **kwargs)
-        card_path = Path(save_directory) / MODEL_CARD_NAME
+        folder = Path(save_directory)
+        card_path = folder / MODEL_CARD_NAME
         ours = not card_path.exists() or CARD_MARKER in card_path.read_text(encoding="utf-8", errors="replace")
-        if model_card and ours and not kwargs.get("push_to_hub", False):
-            self.model_card().save(card_path)
+        if kwargs.get("push_to_hub", False):
+            kwargs.setdefault("repo_id", folder.name)  # transformers names the repo after the folder it saved to
+        with atomic_folder(folder, what="GRADIEND model", stale=_WEIGHT_FILES) as staging:
+            super().save_pretrained(staging, *args, **kwargs)
+            if model_card and ours and not kwargs.get("push_to_hub", False):
+                self.model_card().save(staging / MODEL_CARD_NAME)
 
     def model_card(self, repo_id: str | None = None, tags: list[str] | None = None):
         """Our model card (`huggingface_hub.ModelCard`) rendered from `cards/gradiend_model.md`."""
@@ -511,20 +520,35 @@ def verify_checkpoint(folder: str | os.PathLike) -> GradiendConfig:
             f"`{folder}` holds no GRADIEND model: `{CONFIG_NAME}` is missing. Point to a folder written by "
             f"`GradiendModel.save_pretrained` or a Hub repo pushed with `push_to_hub`."
         )
-    try:
-        raw_config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise GradiendLoadError(f"`{config_path}` is not valid JSON ({error}).") from error
+    from .untrusted_files import check_folder, read_config_json
+
+    raw_config = read_config_json(config_path, what="GRADIEND model", error_class=GradiendLoadError)
     if raw_config.get("model_type") != GradiendConfig.model_type:
         raise GradiendLoadError(
             f"`{folder}` holds a `{raw_config.get('model_type')}` model, not a GRADIEND model "
             f"(expected model_type 'gradiend' in {CONFIG_NAME})."
         )
-    config = GradiendConfig.from_dict(raw_config)
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        config = GradiendConfig.from_dict(raw_config)
+    except (GradiendConfigError, StrictDataclassError, TypeError, ValueError) as error:
+        cause = error.__cause__ if isinstance(error.__cause__, GradiendConfigError) else error
+        raise GradiendLoadError(f"`{config_path}` is not a valid GRADIEND config: {cause}") from error
     index_path = folder / SAFETENSORS_INDEX_FILE
+    check_folder(folder, [CONFIG_NAME, SAFETENSORS_INDEX_FILE, SAFETENSORS_SINGLE_FILE], what="GRADIEND model",
+                 error_class=GradiendLoadError)
     if index_path.is_file():
-        weight_map = json.loads(index_path.read_text()).get("weight_map", {})
+        try:
+            weight_map = json.loads(index_path.read_text()).get("weight_map", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            raise GradiendLoadError(f"`{index_path}` is not a valid safetensors index ({error}).") from error
         files = sorted(set(weight_map.values()))
+        for name in files:
+            if not isinstance(name, str) or "/" in name or "\\" in name or not name.endswith(".safetensors"):
+                raise GradiendLoadError(f"`{index_path}` lists the shard {name!r}; shards must be safetensors files "
+                                        f"in the same folder.")
+        check_folder(folder, files, what="GRADIEND model", error_class=GradiendLoadError)
     elif (folder / SAFETENSORS_SINGLE_FILE).is_file():
         files = [SAFETENSORS_SINGLE_FILE]
     else:

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from .atomic_io import atomic_folder, atomic_save_tensors, output_lock
 from .errors import TrainingError
 from .evaluation.encoder import encoder_correlation
 from .gradients import GradientEngine, drop_multi_token_examples
@@ -319,14 +320,11 @@ class GradiendTrainer:
     def _save_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         if not self.state.is_main_process:
             return
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _save_weights(self.model, tmp)
-        tensors, groups = _optimizer_to_tensors(optimizer, self.model)
-        save_file(tensors, str(tmp / OPTIMIZER_NAME))
-        (tmp / STATE_NAME).write_text(json.dumps({**state, "param_groups": groups}, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)  # a checkpoint is either complete or absent, never half written
+        with atomic_folder(folder, what="training checkpoint", replace=True) as tmp:  # the old one until complete
+            _save_weights(self.model, tmp)
+            tensors, groups = _optimizer_to_tensors(optimizer, self.model)
+            atomic_save_tensors(tensors, tmp / OPTIMIZER_NAME)
+            (tmp / STATE_NAME).write_text(json.dumps({**state, "param_groups": groups}, indent=2))
 
     def _load_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         state = json.loads((folder / STATE_NAME).read_text())
@@ -366,7 +364,16 @@ class GradiendTrainer:
 
         Returns:
             A `TrainingResult`; `self.model` holds the selected weights (classes[0] encodes positive h).
+
+        Raises:
+            OutputBusyError: another process is training into (or saving to) `output_dir`.
         """
+        if self.output_dir is None or not self.state.is_main_process:
+            return self._train(resume_from_checkpoint)
+        with output_lock(self.output_dir, what="training run"):  # a second run into the folder fails clearly
+            return self._train(resume_from_checkpoint)
+
+    def _train(self, resume_from_checkpoint: bool) -> TrainingResult:
         if resume_from_checkpoint and self.output_dir is None:
             raise TrainingError("`resume_from_checkpoint` needs `output_dir` (where the checkpoints are).")
         self._prepare_output_dir(resume_from_checkpoint)
@@ -506,10 +513,7 @@ def _like(model: GradiendModel) -> GradiendModel:
 
 
 def _save_weights(model: torch.nn.Module, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "model.safetensors.tmp"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.rename(folder / "model.safetensors")
+    atomic_save_tensors(model.state_dict(), folder / "model.safetensors")
 
 
 def _load_weights(model: torch.nn.Module, folder: Path) -> torch.nn.Module:

@@ -50,3 +50,13 @@ def lm_and_tokenizer(request, bpe, wordpiece):
         return request.param, tiny_bert(len(wordpiece)), wordpiece
     factory = tiny_llama if request.param == "llama" else tiny_gpt2
     return request.param, factory(len(bpe)), bpe
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests (1,000-example property runs) run only when selected: `pytest -m slow`."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: select with `pytest -m slow`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -175,3 +175,61 @@ def test_bf16_autocast_runs_and_keeps_fp32_gradients(bpe, feature):
     assert not torch.equal(pair.source[name], exact.source[name])  # autocast really was on
     assert float((pair.source[name] - exact.source[name]).norm() / exact.source[name].norm()) < 0.1
     assert trainer.train().seeds[0].steps_done == 2
+
+
+_KILLED_RUN = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[2])
+from tiny_models import bpe_tokenizer, tiny_gender_feature, tiny_llama
+from gradiend_hf import GradiendModel, GradiendTrainer, TrainingArguments
+bpe, feature = bpe_tokenizer(), tiny_gender_feature()
+base = tiny_llama(len(bpe))
+model = GradiendModel.for_base_model(base, params=["model.layers.*.mlp.*"], feature=feature)
+arguments = TrainingArguments(output_dir=sys.argv[1], max_steps=12, eval_steps=4, batch_size=4, learning_rate=1e-3,
+                              progress_bar=False)
+GradiendTrainer(model, base, bpe, feature, arguments).train()
+"""
+
+
+def test_a_run_killed_inside_a_checkpoint_write_resumes_to_the_same_weights(bpe, feature, tmp_path):
+    """A real `python` process trains; SIGKILL arrives while it writes the optimizer state of its second checkpoint
+    (step 8). Meanwhile a second run into the folder is refused; the resumed run ends bit-identical."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from gradiend_hf.atomic_io import PAUSE_ENV, PAUSE_FILE_ENV
+    from gradiend_hf.errors import OutputBusyError
+
+    run, marker = tmp_path / "run", tmp_path / "paused"
+    env = {**os.environ, PAUSE_ENV: "write:optimizer.safetensors@2", PAUSE_FILE_ENV: str(marker)}
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(run), str(Path(__file__).parent)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic as the child's, so the weights can be compared bit for bit
+    try:
+        reference = _trainer(bpe, feature, output_dir=str(tmp_path / "reference"))
+        reference.train()
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the child never reached its second checkpoint"
+            time.sleep(0.05)
+        with pytest.raises(OutputBusyError, match=rf"pid {child.pid}"):
+            _trainer(bpe, feature, output_dir=str(run)).train(resume_from_checkpoint=True)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait() == -signal.SIGKILL
+        state = json.loads((run / "seed-0" / LAST_CHECKPOINT / "trainer_state.json").read_text())
+        assert state["step"] == 4  # the half-written step-8 checkpoint never replaced it
+        resumed = _trainer(bpe, feature, output_dir=str(run))
+        assert not resumed.train(resume_from_checkpoint=True).interrupted
+    finally:
+        torch.set_num_threads(threads)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    for (key, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert not [p.name for p in (run / "seed-0").iterdir() if p.name.startswith(".")]

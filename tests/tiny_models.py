@@ -55,12 +55,24 @@ def wordpiece_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
+def tiny_llama(vocab_size: int, seed: int = 0, *, tied: bool = False) -> LlamaForCausalLM:
+    """A 2-layer Llama; `tied=True` ties the LM head to the input embedding, as Gemma does."""
     torch.manual_seed(seed)
     config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, vocab_size=vocab_size, bos_token_id=1, eos_token_id=2,
-                         pad_token_id=0)
+                         pad_token_id=0, tie_word_embeddings=tied)
     return LlamaForCausalLM(config).eval()
+
+
+def tiny_gemma3(vocab_size: int, seed: int = 0):
+    """A 2-layer Gemma 3 text model; like the real one, its LM head is tied to its (scaled) input embedding."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=8, vocab_size=vocab_size, bos_token_id=1,
+                              eos_token_id=2, pad_token_id=0, tie_word_embeddings=True, sliding_window=16)
+    return Gemma3ForCausalLM(config).eval()
 
 
 def tiny_gpt2(vocab_size: int, seed: int = 0) -> GPT2LMHeadModel:

@@ -14,7 +14,17 @@ from .configuration import (
 )
 from .delta_adapter import DeltaAdapter, decoded_update
 from .merging import MERGE_METHODS, merge_adapters
-from .patching import DeltaHandle, ParameterPatch, applied_entries, apply_delta, original_tensors, remove_deltas
+from .patching import (
+    DeltaHandle,
+    ParameterPatch,
+    RoundingLoss,
+    applied_entries,
+    apply_delta,
+    original_tensors,
+    remove_deltas,
+    resolve_changes,
+)
+from .peft_check import check_peft_folder, load_peft_export
 from .peft_export import ExportReport, export_lora, export_shira
 
 __all__ = [
@@ -28,16 +38,20 @@ __all__ = [
     "DeltaHandle",
     "ExportReport",
     "ParameterPatch",
+    "RoundingLoss",
     "applied_entries",
     "apply_delta",
     "base_fingerprint",
+    "check_peft_folder",
     "decoded_update",
     "describe_modules",
     "export_lora",
     "export_shira",
     "fingerprint",
+    "load_peft_export",
     "merge_adapters",
     "original_tensors",
     "remove_deltas",
+    "resolve_changes",
     "resolve_parameters",
 ]

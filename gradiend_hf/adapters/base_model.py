@@ -67,16 +67,17 @@ def fingerprint(tensors: Sequence[torch.Tensor]) -> str:
 def base_fingerprint(base_model: nn.Module, names: Sequence[str]) -> str:
     """Fingerprint of the base weights called `names`, as they are without any delta adapter applied.
 
-    Cached per model and tensor version, so toggling adapters on a large model does not rehash every time.
+    Cached per model and content token (`content_tokens.content_token`): toggling adapters on and off restores the
+    original values and their token, so it does not rehash; a real change of the weights (an optimiser step,
+    `load_state_dict`) gives new tokens and a new hash.
     """
-    from .patching import original_tensors
+    from .patching import original_content_tokens, original_tensors
 
-    tensors = original_tensors(base_model, names)
-    key = tuple((n, t.data_ptr(), t._version) for n, t in zip(names, tensors))
+    key = (tuple(names), original_content_tokens(base_model, names))
     cache = _fingerprint_cache.setdefault(base_model, {})
     if key not in cache:
         cache.clear()
-        cache[key] = fingerprint(tensors)
+        cache[key] = fingerprint(original_tensors(base_model, names))
     return cache[key]
 
 
@@ -85,8 +86,12 @@ def describe_modules(base_model: nn.Module, names: Sequence[str]) -> dict[str, d
 
     PEFT exports need this: a Linear (or GPT-2 Conv1D) weight becomes LoRA factors, its bias a LoRA bias, and any
     other parameter the whole module in `modules_to_save`.
+
+    A parameter reachable under several names (an embedding tied to the LM head) also lists the other names under
+    `"tied"`, so that an export made without the base model at hand knows it cannot reproduce the tie alone.
     """
     modules = dict(base_model.named_modules(remove_duplicate=False))
+    aliases = tied_aliases(base_model)
     out = {}
     for name in names:
         path, _, leaf = name.rpartition(".")
@@ -95,7 +100,18 @@ def describe_modules(base_model: nn.Module, names: Sequence[str]) -> dict[str, d
             raise AdapterCompatibilityError(f"No module `{path}` owns parameter `{name}` in {type(base_model).__name__}.")
         out[name] = {"module": path, "type": type(module).__name__, "param": leaf,
                      "bias": isinstance(getattr(module, "bias", None), torch.Tensor)}
+        if aliases.get(name):
+            out[name]["tied"] = aliases[name]
     return out
+
+
+def tied_aliases(base_model: nn.Module) -> dict[str, list[str]]:
+    """For each parameter reachable under several names, the other names of the same tensor."""
+    by_tensor: dict[int, list[str]] = {}
+    for name, param in base_model.named_parameters(remove_duplicate=False):
+        by_tensor.setdefault(id(param), []).append(name)
+    return {name: [other for other in group if other != name]
+            for group in by_tensor.values() if len(group) > 1 for name in group}
 
 
 def check_fingerprint(base_model: nn.Module, names: Sequence[str], recorded: str | None, *,
@@ -125,4 +141,5 @@ __all__ = [
     "fingerprint",
     "named_parameters_with_aliases",
     "resolve_parameters",
+    "tied_aliases",
 ]

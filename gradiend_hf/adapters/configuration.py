@@ -76,11 +76,41 @@ class DeltaAdapterConfig:
             from .. import __version__
 
             self.gradiend_hf_version = __version__
-        if isinstance(self.h, int | float):
+        if _is_number(self.h):
             self.h = [float(self.h)]
+        self._check_types()
         self.param_names = list(self.param_names)
         self.param_shapes = [list(shape) for shape in self.param_shapes]
         self.validate()
+
+    def _check_types(self) -> None:
+        """Each field has its documented type (a config file is user input: it may hold anything)."""
+        def fail(name: str, expected: str) -> None:
+            raise GradiendConfigError(f"`{name}` must be {expected}, got {getattr(self, name)!r}.")
+
+        if not isinstance(self.param_names, list | tuple) or not all(isinstance(n, str) for n in self.param_names):
+            fail("param_names", "a list of parameter names")
+        if not isinstance(self.param_shapes, list | tuple) or not all(isinstance(s, list | tuple)
+                                                                      for s in self.param_shapes):
+            fail("param_shapes", "a list of shapes (lists of integers)")
+        if not isinstance(self.dial, bool):
+            fail("dial", "true or false")
+        if self.h is not None and (not isinstance(self.h, list | tuple) or not all(_is_number(v) for v in self.h)):
+            fail("h", "a number or a list of numbers")
+        if self.alpha is not None and not _is_number(self.alpha):
+            fail("alpha", "a number")
+        for name in ("modules", "feature", "results"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                fail(name, "an object (dict)")
+        if self.merged_from is not None and not isinstance(self.merged_from, list):
+            fail("merged_from", "a list")
+        for name in ("base_model_name_or_path", "base_model_revision", "base_model_fingerprint", "gradiend_model",
+                     "description", "gradiend_hf_version"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                fail(name, "a string")
+        for name in ("adapter_type", "peft_type"):
+            if not isinstance(getattr(self, name), str):
+                fail(name, "a string")
 
     def validate(self) -> None:
         """Check that the fields agree with each other; each error says what was expected and found."""
@@ -98,7 +128,11 @@ class DeltaAdapterConfig:
             if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in shape):
                 raise GradiendConfigError(f"The shape of `{name}` must be a non-empty list of positive integers, "
                                           f"got {shape!r}.")
-        if not isinstance(self.latent_size, int) or self.latent_size < 1:
+        from ..untrusted_files import check_param_modules
+
+        check_param_modules(self.modules, self.param_names, what="delta adapter config",
+                            error_class=GradiendConfigError)
+        if not isinstance(self.latent_size, int) or isinstance(self.latent_size, bool) or self.latent_size < 1:
             raise GradiendConfigError(f"`latent_size` must be a positive integer, got {self.latent_size!r}.")
         if self.h is not None:
             if len(self.h) != self.latent_size or not all(math.isfinite(float(v)) for v in self.h):
@@ -117,9 +151,10 @@ class DeltaAdapterConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / ADAPTER_CONFIG_NAME
-        path.write_text(self.to_json_string(), encoding="utf-8")
-        return path
+        """Write `adapter_config.json` into `folder` (atomically: the old file or the new one, never half)."""
+        from ..atomic_io import atomic_write_text
+
+        return atomic_write_text(Path(folder) / ADAPTER_CONFIG_NAME, self.to_json_string())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeltaAdapterConfig:
@@ -141,12 +176,11 @@ class DeltaAdapterConfig:
                 f"`{folder}` holds no delta adapter: `{ADAPTER_CONFIG_NAME}` is missing. Point to a folder written by "
                 f"`DeltaAdapter.save_pretrained` (or `gradiend export`)."
             )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise AdapterLoadError(f"`{path}` is not valid JSON ({error}).") from error
-        if not isinstance(data, dict) or data.get("adapter_type") != ADAPTER_TYPE:
-            kind = data.get("peft_type") if isinstance(data, dict) else None
+        from ..untrusted_files import read_config_json
+
+        data = read_config_json(path, what="delta adapter", error_class=AdapterLoadError)
+        if data.get("adapter_type") != ADAPTER_TYPE:
+            kind = data.get("peft_type")
             advice = (f"it is a PEFT `{kind}` adapter: load it with `peft.PeftModel.from_pretrained(base, path)`"
                       if kind else "it is not a gradiend_hf delta adapter")
             raise AdapterLoadError(f"`{folder}` cannot be loaded as a delta adapter: {advice}.")
@@ -169,6 +203,10 @@ class DeltaAdapterConfig:
             out[DIRECTION_PREFIX + name] = [self.latent_size, *shape]
             out[OFFSET_PREFIX + name] = list(shape)
         return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 __all__ = [

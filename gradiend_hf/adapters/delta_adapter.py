@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from .._utils import empty_output_dir, read_safetensors_header
+from .._utils import read_safetensors_header
 from ..errors import AdapterCompatibilityError, AdapterLoadError
 from .base_model import base_fingerprint, check_fingerprint, describe_modules, resolve_parameters
 from .configuration import (
@@ -29,7 +29,7 @@ from .configuration import (
     OFFSET_PREFIX,
     DeltaAdapterConfig,
 )
-from .patching import DeltaHandle, applied_entries, apply_delta, remove_deltas
+from .patching import DeltaHandle, OnChange, applied_entries, apply_delta, remove_deltas
 
 MODEL_CARD_NAME = "README.md"
 
@@ -178,9 +178,12 @@ class DeltaAdapter:
         `disable(base_model)` switches it off again, restoring the weights bit for bit."""
         return self._apply(base_model, scale=scale, h=h, alpha=alpha, merged=False)
 
-    def disable(self, base_model: nn.Module) -> int:
-        """Switch off every `enable`d application of this adapter on `base_model`; returns how many there were."""
-        return remove_deltas(base_model, lambda entry: entry.owner is self and not entry.merged)
+    def disable(self, base_model: nn.Module, *, on_change: OnChange = "raise") -> int:
+        """Switch off every `enable`d application of this adapter on `base_model`; returns how many there were.
+
+        A covered weight changed in place while the adapter was on raises `AdapterStateError` unless `on_change`
+        says to keep (`"keep"`) or drop (`"discard"`) that change."""
+        return remove_deltas(base_model, lambda entry: entry.owner is self and not entry.merged, on_change=on_change)
 
     @contextlib.contextmanager
     def applied(self, base_model: nn.Module, *, scale: float = 1.0, h: float | Sequence[float] | None = None,
@@ -202,9 +205,10 @@ class DeltaAdapter:
         kept, so `unmerge` restores them exactly. Save a standalone merged model with `merge_and_save`."""
         return self._apply(base_model, scale=scale, h=h, alpha=alpha, merged=True)
 
-    def unmerge(self, base_model: nn.Module) -> int:
-        """Undo every `merge` of this adapter on `base_model` exactly; returns how many merges were undone."""
-        return remove_deltas(base_model, lambda entry: entry.owner is self and entry.merged)
+    def unmerge(self, base_model: nn.Module, *, on_change: OnChange = "raise") -> int:
+        """Undo every `merge` of this adapter on `base_model` exactly; returns how many merges were undone (see
+        `disable` for `on_change`)."""
+        return remove_deltas(base_model, lambda entry: entry.owner is self and entry.merged, on_change=on_change)
 
     def is_applied(self, base_model: nn.Module) -> bool:
         """Whether this adapter is currently enabled or merged on `base_model`."""
@@ -223,31 +227,38 @@ class DeltaAdapter:
                        overwrite: bool = False, **save_kwargs: Any) -> Path:
         """Write the base model with the update merged as a plain transformers folder (loads without gradiend_hf).
 
-        The base model itself is left as it was. An existing non-empty folder is refused unless `overwrite`.
+        The base model itself is left as it was. An existing non-empty folder is refused unless `overwrite` (and
+        then replaced only if it holds gradiend_hf's outputs alone); the new folder is swapped in when complete.
         """
-        folder = empty_output_dir(save_directory, overwrite=overwrite, what="merged model")
-        with self.applied(base_model, scale=scale, h=h, alpha=alpha):
-            base_model.save_pretrained(folder, **save_kwargs)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
+        from ..atomic_io import atomic_folder, check_output_dir
+
+        folder = check_output_dir(save_directory, overwrite=overwrite, what="merged model")
+        with atomic_folder(folder, what="merged model", replace=True) as staging:
+            with self.applied(base_model, scale=scale, h=h, alpha=alpha):
+                base_model.save_pretrained(staging, **save_kwargs)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
         return folder
 
     # -- save / load / Hub ---------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *, model_card: bool = True) -> Path:
-        """Write `adapter_config.json`, `adapter_model.safetensors` and (unless one you wrote exists) our card."""
+        """Write `adapter_config.json`, `adapter_model.safetensors` and (unless one you wrote exists) our card.
+
+        Crash-safe: the files are staged in a hidden sibling folder and swapped into place together, so a process
+        killed mid-save leaves the previous save as it was; other files in the folder are kept.
+        """
+        from ..atomic_io import atomic_folder, atomic_save_tensors
         from ..hub import CARD_MARKER
 
         folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (ADAPTER_WEIGHTS_NAME + ".tmp")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, str(tmp),
-                  metadata={"format": "pt", "adapter_type": self.config.adapter_type})
-        tmp.replace(folder / ADAPTER_WEIGHTS_NAME)
-        self.config.save(folder)
         card_path = folder / MODEL_CARD_NAME
         ours = not card_path.exists() or CARD_MARKER in card_path.read_text(encoding="utf-8", errors="replace")
-        if model_card and ours:
-            self.model_card().save(card_path)
+        with atomic_folder(folder, what="delta adapter") as staging:
+            atomic_save_tensors(self.tensors, staging / ADAPTER_WEIGHTS_NAME,
+                                metadata={"format": "pt", "adapter_type": self.config.adapter_type})
+            self.config.save(staging)
+            if model_card and ours:
+                self.model_card().save(staging / MODEL_CARD_NAME)
         return folder
 
     @classmethod
@@ -268,6 +279,10 @@ class DeltaAdapter:
                                          error_class=AdapterLoadError, what="a delta adapter", revision=revision,
                                          cache_dir=cache_dir, token=token, local_files_only=local_files_only,
                                          force_download=force_download)
+        from ..untrusted_files import check_folder
+
+        check_folder(folder, [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME], what="delta adapter",
+                     error_class=AdapterLoadError)
         config = DeltaAdapterConfig.from_folder(folder)
         weights = folder / ADAPTER_WEIGHTS_NAME
         if not weights.is_file():

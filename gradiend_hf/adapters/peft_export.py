@@ -14,6 +14,15 @@ transformers' `load_adapter` read as they are:
   what is left out is reported.
 - **SHiRA**: the r·(m + n) largest-magnitude entries of each Linear ΔW with their indices: the same storage as a
   rank-r LoRA, but high rank.
+- **Tied embeddings** (Gemma ties its LM head to `model.embed_tokens`): an update of the shared tensor changes the
+  input embedding *and* the head. LoRA exports use PEFT 0.21's weight tying (`ensure_weight_tying=True`, the head
+  saved next to the embedding, as PEFT itself saves it); SHiRA exports save the head as a `modules_to_save` module
+  of its own. A tensor shared in any other way has no exact PEFT form, and the export refuses it.
+
+Every export is written to a staging folder and, when a base model is given, loaded from there with
+`PeftModel.from_pretrained` and compared with the delta adapter applied exactly: the report's logit error is what
+PEFT does with the written files, and an `"exact"` export that PEFT does not reproduce is refused (the folder is
+left as it was). The weight errors are computed from the tensors read back from the written file.
 """
 
 from __future__ import annotations
@@ -27,26 +36,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from .._utils import empty_output_dir
 from ..errors import AdapterExportError
-from .base_model import describe_modules
-from .patching import apply_delta, original_tensors
+from .base_model import describe_modules, named_parameters_with_aliases
+from .patching import original_tensors
+from .peft_check import DEFAULT_SAMPLE_TEXTS, PEFT_PREFIX, PEFT_WEIGHTS_NAME, check_export_logits
 
 if TYPE_CHECKING:
     from .delta_adapter import DeltaAdapter
 
 LINEAR_TYPES = frozenset({"Linear", "Conv1D", "NonDynamicallyQuantizableLinear"})
 """Module classes whose weight PEFT's LoRA / SHiRA can carry (GPT-2's Conv1D stores its weight transposed)."""
-PEFT_PREFIX = "base_model.model."
 REPORT_NAME = "export_report.json"
-DEFAULT_SAMPLE_TEXTS = (
-    "The committee met on Tuesday to discuss the budget for the next year.",
-    "After the rain stopped, the children went outside to play in the park.",
-    "She said that he would arrive at the station before noon.",
-    "Water boils at a lower temperature at high altitude.",
+VERIFIED_WITH = "peft.PeftModel.from_pretrained on the written folder"
+SHIRA_LOAD_ADAPTER_NOTE = (
+    "transformers' `load_adapter` does not load SHiRA's `shira_indices` (they are not a registered buffer), so it "
+    "scatters the values to the wrong entries: load this export with `peft.PeftModel.from_pretrained`."
 )
 
 
@@ -68,9 +75,18 @@ class ExportReport:
     total_relative_error: float = 0.0
     """The same error over the whole update."""
     logits_relative_error: float | None = None
-    """‖logits(exported) − logits(exact)‖ / ‖logits(exact) − logits(base)‖ on sample texts: the share of the
-    update's effect on the outputs that the export loses (needs `base_model` and `tokenizer`)."""
+    """‖logits(PEFT-loaded export) − logits(delta applied)‖ / ‖logits(delta applied) − logits(base)‖: the share of
+    the update's effect on the outputs that the export loses, measured by loading the written folder with PEFT
+    (needs `base_model`; sample texts with `tokenizer`, else random token ids)."""
     logits_max_abs_error: float | None = None
+    logits_inputs: str | None = None
+    """What the logits were computed on."""
+    verified_with: str | None = None
+    """How the logit numbers were obtained; `None` when the export was not loaded (no `base_model`)."""
+    tied: dict[str, list[str]] = field(default_factory=dict)
+    """Tied parameters the export carries, with the modules that share them (e.g. the LM head)."""
+    notes: list[str] = field(default_factory=list)
+    """Known limits of the written format (e.g. loaders that cannot read it)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,32 +98,80 @@ class ExportReport:
                  f"{self.stored_values:,} stored values",
                  f"  relative error of the update: {self.total_relative_error:.3g} overall, worst {worst[1]:.3g} "
                  f"({worst[0]})"]
-        if self.logits_relative_error is not None:
-            lines.append(f"  logits: {self.logits_relative_error:.3g} of the update's effect lost, max |Δlogit| "
-                         f"{self.logits_max_abs_error:.3g}")
+        if self.verified_with is not None:
+            lines.append(f"  logits, loaded with PEFT: {self.logits_relative_error:.3g} of the update's effect lost, "
+                         f"max |Δlogit| {self.logits_max_abs_error:.3g} ({self.logits_inputs})")
+        else:
+            lines.append("  logits: not checked by loading the export (pass base_model= to load it with PEFT)")
+        for module, heads in self.tied.items():
+            lines.append(f"  tied: {module} is shared with {', '.join(heads)} (exported for both)")
         if self.modules_to_save:
             lines.append(f"  modules_to_save: {', '.join(self.modules_to_save)}")
         for name, why in list(self.dropped.items())[:5]:
             lines.append(f"  left out: {name} ({why})")
+        lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
 # -- shared steps ----------------------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    folder: Path
+    deltas: dict[str, torch.Tensor]
+    """The update per canonical parameter name (a tied tensor under its input-embedding name)."""
+    modules: dict[str, dict[str, Any]]
+    tied: dict[str, list[str]]
+    """Canonical embedding module -> the other modules (LM heads) that share its weight."""
+
+
 def _prepare(adapter: DeltaAdapter, save_directory: str | os.PathLike, base_model: nn.Module | None,
-             overwrite: bool, **knobs: Any) -> tuple[Path, dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
-    folder = empty_output_dir(save_directory, overwrite=overwrite, what="PEFT export")
+             overwrite: bool, **knobs: Any) -> _Plan:
+    from ..atomic_io import check_output_dir
+
+    folder = check_output_dir(save_directory, overwrite=overwrite, what="PEFT export")
+    deltas = {name: tensor.float() for name, tensor in adapter.delta(**knobs).items()}
     if base_model is not None:
         adapter.check_base_model(base_model)
-        modules = describe_modules(base_model, adapter.param_names)
-    elif adapter.config.modules and all(n in adapter.config.modules for n in adapter.param_names):
-        modules = adapter.config.modules
-    else:
+        deltas, tied = _canonical_tied(base_model, deltas)
+        return _Plan(folder, deltas, describe_modules(base_model, list(deltas)), tied)
+    modules = adapter.config.modules
+    if not modules or not all(n in modules for n in adapter.param_names):
         raise AdapterExportError(
             "This adapter does not record which base modules own its parameters (it was made without the base "
             "model at hand); pass `base_model=` so the export knows Linear layers from other modules."
         )
-    deltas = {name: tensor.float() for name, tensor in adapter.delta(**knobs).items()}
-    return folder, deltas, modules
+    shared = [n for n in adapter.param_names if modules[n].get("tied")]
+    if shared:
+        raise AdapterExportError(
+            f"`{shared[0]}` is tied to {modules[shared[0]]['tied']} in the base model, so its export must carry both "
+            f"sides of the tie; pass `base_model=`."
+        )
+    return _Plan(folder, deltas, modules, {})
+
+
+def _canonical_tied(base_model: nn.Module, deltas: Mapping[str, torch.Tensor]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """Name every tied tensor by its input-embedding name (summing updates given under two names), and list the
+    modules that share it; a tensor shared other than embedding ↔ head is refused (PEFT 0.21 cannot tie it)."""
+    params = named_parameters_with_aliases(base_model)
+    embedding = base_model.get_input_embeddings()
+    embedding_names = [n for n, p in params.items() if p is getattr(embedding, "weight", None)]
+    out: dict[str, torch.Tensor] = {}
+    tied: dict[str, list[str]] = {}
+    for name, delta in deltas.items():
+        aliases = [n for n, p in params.items() if p is params[name]]
+        if len(aliases) == 1:
+            out[name] = out[name] + delta if name in out else delta
+            continue
+        if not embedding_names or embedding_names[0] not in aliases:
+            raise AdapterExportError(
+                f"`{name}` is one tensor shared by {aliases}; PEFT 0.21 ties only the input embedding to the LM head, "
+                f"so no exact PEFT export of an update to this tensor exists (export with pure=True to leave it out)."
+            )
+        canonical = embedding_names[0]
+        out[canonical] = out[canonical] + delta if canonical in out else delta
+        tied[canonical.rpartition(".")[0]] = sorted(a.rpartition(".")[0] for a in aliases if a != canonical)
+    return out, tied
 
 
 def _group_by_module(modules: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -119,12 +183,13 @@ def _group_by_module(modules: Mapping[str, dict[str, Any]]) -> dict[str, dict[st
 
 
 def _modules_to_save(grouped: Mapping[str, dict[str, Any]], deltas: Mapping[str, torch.Tensor],
-                     base_model: nn.Module | None, pure: bool, report: ExportReport,
-                     reason_pure: str) -> tuple[list[str], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Whole modules for parameters that are not Linear weights/biases: base weights + update (or left out)."""
-    names, tensors, approx = [], {}, {}
+                     base_model: nn.Module | None, pure: bool, report: ExportReport, reason_pure: str,
+                     tied: Mapping[str, list[str]]) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """Whole modules for parameters that are not Linear weights/biases (and tied embeddings, with the heads that
+    share them): base weights + update, or left out with `pure`."""
+    names, tensors = [], {}
     for module, entry in grouped.items():
-        if entry["type"] in LINEAR_TYPES:
+        if entry["type"] in LINEAR_TYPES and module not in tied:
             continue
         if pure:
             for param_name in entry["params"].values():
@@ -143,42 +208,12 @@ def _modules_to_save(grouped: Mapping[str, dict[str, Any]], deltas: Mapping[str,
             full = f"{module}.{leaf}"
             value = original.float() + deltas[full] if full in deltas else original.float()
             tensors[f"{PEFT_PREFIX}{full}"] = value.to(original.dtype).contiguous().cpu()
-            if full in deltas:
-                approx[full] = deltas[full]
-                report.relative_errors[full] = 0.0
+            for head in tied.get(module, []) if leaf == "weight" else []:  # the LM head sharing this weight
+                tensors[f"{PEFT_PREFIX}{head}.weight"] = tensors[f"{PEFT_PREFIX}{full}"].clone()
         names.append(module)
     report.modules_to_save = names
-    return names, tensors, approx
-
-
-def _logit_errors(base_model: nn.Module | None, tokenizer: Any, texts: Sequence[str] | None,
-                  exact: Mapping[str, torch.Tensor], approx: Mapping[str, torch.Tensor],
-                  report: ExportReport) -> None:
-    if base_model is None or tokenizer is None:
-        return
-    texts = list(texts or DEFAULT_SAMPLE_TEXTS)
-    device = next(base_model.parameters()).device
-    zero_approx = {name: approx.get(name, torch.zeros_like(delta)) for name, delta in exact.items()}
-
-    def logits() -> list[torch.Tensor]:
-        with torch.no_grad():
-            return [base_model(**tokenizer(t, return_tensors="pt").to(device)).logits.float().cpu() for t in texts]
-
-    base_logits = logits()
-    handle = apply_delta(base_model, exact)
-    try:
-        exact_logits = logits()
-    finally:
-        handle.remove()
-    handle = apply_delta(base_model, zero_approx)
-    try:
-        export_logits = logits()
-    finally:
-        handle.remove()
-    effect = math.sqrt(sum(float((e - b).double().pow(2).sum()) for e, b in zip(exact_logits, base_logits)))
-    lost = math.sqrt(sum(float((x - e).double().pow(2).sum()) for x, e in zip(export_logits, exact_logits)))
-    report.logits_relative_error = lost / effect if effect > 0 else 0.0
-    report.logits_max_abs_error = max(float((x - e).abs().max()) for x, e in zip(export_logits, exact_logits))
+    report.tied = {m: list(heads) for m, heads in tied.items() if m in names}
+    return names, tensors
 
 
 def _relative(delta: torch.Tensor, approx: torch.Tensor) -> float:
@@ -186,22 +221,67 @@ def _relative(delta: torch.Tensor, approx: torch.Tensor) -> float:
     return float((delta.double() - approx.double()).norm()) / norm if norm > 0 else 0.0
 
 
-def _finish(folder: Path, report: ExportReport, tensors: Mapping[str, torch.Tensor], peft_config: Any,
-            deltas: Mapping[str, torch.Tensor], approx: Mapping[str, torch.Tensor],
-            adapter: DeltaAdapter) -> ExportReport:
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(dict(tensors), str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
-    peft_config.save_pretrained(str(folder))
-    report.stored_values = sum(t.numel() for t in tensors.values())
-    total = math.sqrt(sum(float(d.double().pow(2).sum()) for d in deltas.values()))
-    lost = math.sqrt(sum(float((d.double() - approx.get(n, torch.zeros_like(d)).double()).pow(2).sum())
-                         for n, d in deltas.items()))
-    report.total_relative_error = lost / total if total > 0 else 0.0
-    (folder / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+def _read_back(path: Path, plan: _Plan, base_model: nn.Module | None) -> dict[str, torch.Tensor]:
+    """The update each parameter gets from the written file, as PEFT computes it (scaling is 1 throughout)."""
+    stored = load_file(str(path))
+    out: dict[str, torch.Tensor] = {}
+    for name in plan.deltas:
+        info = plan.modules[name]
+        module, leaf = info["module"], info["param"]
+        key = f"{PEFT_PREFIX}{module}"
+        if f"{key}.{leaf}" in stored:  # modules_to_save: the whole new weight, against what the adapter writes
+            original = original_tensors(base_model, [name])[0] if base_model is not None else None
+            if original is not None:
+                applied = (original.float() + plan.deltas[name]).to(original.dtype)
+                out[name] = plan.deltas[name] + (stored[f"{key}.{leaf}"].float() - applied.float())
+        elif leaf == "bias" and f"{key}.lora_B.bias" in stored:
+            out[name] = stored[f"{key}.lora_B.bias"].float()
+        elif f"{key}.lora_A.weight" in stored:
+            product = stored[f"{key}.lora_B.weight"].float() @ stored[f"{key}.lora_A.weight"].float()
+            out[name] = product.T if info["type"] == "Conv1D" else product
+        elif f"{key}.shira_weight" in stored:
+            rows, cols = plan.deltas[name].shape
+            dense = torch.zeros(rows, cols)
+            indices = stored[f"{key}.shira_indices"].long()
+            dense[indices[0], indices[1]] = stored[f"{key}.shira_weight"].float()
+            out[name] = dense
+    return out
+
+
+def _finish(plan: _Plan, report: ExportReport, tensors: Mapping[str, torch.Tensor], peft_config: Any,
+            adapter: DeltaAdapter, base_model: nn.Module | None, tokenizer: Any,
+            sample_texts: Sequence[str] | None) -> ExportReport:
+    """Stage the files, read them back, load them with PEFT, and swap the folder in only if all that holds: files
+    that carry the update exactly (read-back error ≤ 1e-6, nothing left out) must give PEFT the same logits."""
+    from ..atomic_io import atomic_folder, atomic_save_tensors, atomic_write_text
     from ..hub import render_export_card
 
-    card = render_export_card(report.format, adapter.config, report, base_model_id=_base_id(adapter))
-    (folder / "README.md").write_text(card, encoding="utf-8")
+    report.path = str(plan.folder)
+    with atomic_folder(plan.folder, what="PEFT export", replace=True) as staging:
+        atomic_save_tensors(dict(tensors), staging / PEFT_WEIGHTS_NAME, metadata={"format": "pt"})
+        peft_config.save_pretrained(str(staging))
+        report.stored_values = sum(t.numel() for t in tensors.values())
+        approx = _read_back(staging / PEFT_WEIGHTS_NAME, plan, base_model)
+        report.relative_errors = {n: _relative(d, approx.get(n, torch.zeros_like(d))) for n, d in plan.deltas.items()
+                                  if n not in report.dropped}
+        total = math.sqrt(sum(float(d.double().pow(2).sum()) for d in plan.deltas.values()))
+        lost = math.sqrt(sum(float((d.double() - approx.get(n, torch.zeros_like(d)).double()).pow(2).sum())
+                             for n, d in plan.deltas.items()))
+        report.total_relative_error = lost / total if total > 0 else 0.0
+        if base_model is not None:
+            check = check_export_logits(base_model, staging, plan.deltas, tokenizer=tokenizer, texts=sample_texts)
+            report.logits_relative_error, report.logits_max_abs_error = check.relative_error, check.max_abs_error
+            report.logits_inputs, report.verified_with = check.inputs, VERIFIED_WITH
+            carried_exactly = report.total_relative_error <= 1e-6 and not report.dropped
+            if carried_exactly and not check.exact:
+                raise AdapterExportError(
+                    f"PEFT does not reproduce this update exactly: loaded from the written files, its logits differ "
+                    f"from the delta adapter's by {check.lost:.3g} (allowed {check.tolerance:.3g}), so the exact "
+                    f"export is refused and nothing was written to `{plan.folder}`."
+                )
+        atomic_write_text(staging / REPORT_NAME, json.dumps(report.to_dict(), indent=2) + "\n")
+        card = render_export_card(report.format, adapter.config, report, base_model_id=_base_id(adapter))
+        atomic_write_text(staging / "README.md", card)
     return report
 
 
@@ -252,7 +332,8 @@ def export_lora(adapter: DeltaAdapter, save_directory: str | os.PathLike, *, ran
     """Write `adapter`'s update (times `scale`; a dial decoded at `h`, `alpha`) as a stock PEFT LoRA adapter.
 
     The folder loads with `peft.PeftModel.from_pretrained(base, folder)` and transformers'
-    `base.load_adapter(folder)`, with no gradiend_hf installed.
+    `base.load_adapter(folder)`, with no gradiend_hf installed. With `base_model`, the written folder is loaded
+    with PEFT before it is moved into place, and the report's logit error is that of the loaded export.
 
     Args:
         adapter: the delta adapter.
@@ -260,29 +341,30 @@ def export_lora(adapter: DeltaAdapter, save_directory: str | os.PathLike, *, ran
         rank: `"exact"` (bit-exact merge), an int (truncated SVD to that rank) or a float in (0, 1] (the smallest
             rank per matrix that keeps that fraction of the squared singular values).
         pure: A/B factors only (no LoRA biases, no `modules_to_save`), for serving engines.
-        base_model: the base model; needed for `modules_to_save` and the logits check, and to learn module types
-            when the adapter does not record them.
-        tokenizer: with `base_model`, the relative error on the logits of `sample_texts` is reported.
+        base_model: the base model; needed for `modules_to_save`, tied embeddings and the logits check, and to
+            learn module types when the adapter does not record them.
+        tokenizer: with `base_model`, the logits are compared on `sample_texts` (else on random token ids).
         sample_texts: texts for that check (default: four neutral sentences).
         scale, h, alpha: which update to export (see `DeltaAdapter.delta`).
-        overwrite: replace an existing non-empty folder.
+        overwrite: replace an existing folder that holds only gradiend_hf's outputs.
 
     Returns:
         An `ExportReport` (also written as `export_report.json`).
 
     Raises:
-        AdapterExportError: a bad rank, no module information, or LoRA biases on modules without a base bias.
+        AdapterExportError: a bad rank, no module information, LoRA biases on modules without a base bias, a tensor
+            shared in a way PEFT cannot tie, or an export whose files carry the update exactly but which PEFT does
+            not reproduce.
     """
     from peft import LoraConfig
 
     _check_rank(rank)
-    folder, deltas, modules = _prepare(adapter, save_directory, base_model, overwrite, scale=scale, h=h,
-                                       alpha=alpha)
-    grouped = _group_by_module(modules)
-    report = ExportReport(format="lora", path=str(folder))
-    _, tensors, approx = _modules_to_save(grouped, deltas, base_model, pure, report,
-                                          "pure=True: not a Linear weight")
-    targets = {m: e for m, e in grouped.items() if e["type"] in LINEAR_TYPES}
+    plan = _prepare(adapter, save_directory, base_model, overwrite, scale=scale, h=h, alpha=alpha)
+    deltas, grouped = plan.deltas, _group_by_module(plan.modules)
+    report = ExportReport(format="lora", path=str(plan.folder))
+    _, tensors = _modules_to_save(grouped, deltas, base_model, pure, report, "pure=True: not a Linear weight",
+                                  plan.tied)
+    targets = {m: e for m, e in grouped.items() if e["type"] in LINEAR_TYPES and m not in plan.tied}
     bias_deltas = {m: e["params"]["bias"] for m, e in targets.items() if "bias" in e["params"]}
     lora_bias = bool(bias_deltas) and not pure
     if lora_bias and not all(e["bias"] for e in targets.values()):
@@ -292,7 +374,10 @@ def export_lora(adapter: DeltaAdapter, save_directory: str | os.PathLike, *, ran
             f"{without[:3]} have no bias in the base model, so PEFT could not merge them. Export with `pure=True` "
             f"(biases left out) or select parameters without biases."
         )
-    ranks, alphas, conv1d = {}, {}, False
+    if not targets and not report.modules_to_save:
+        raise AdapterExportError("Nothing to export: the update has no Linear weight and pure=True leaves out the "
+                                 "rest.")
+    ranks, conv1d = {}, False
     for module, entry in targets.items():
         is_conv1d = entry["type"] == "Conv1D"
         conv1d |= is_conv1d
@@ -303,42 +388,49 @@ def export_lora(adapter: DeltaAdapter, save_directory: str | os.PathLike, *, ran
             if matrix.dim() != 2:
                 raise AdapterExportError(f"`{weight_name}` has shape {list(delta.shape)}; LoRA needs a matrix.")
             factor_b, factor_a = _factorise(matrix, rank)
-            product = factor_b @ factor_a
-            approx[weight_name] = product.T if is_conv1d else product
-            report.relative_errors[weight_name] = _relative(delta, approx[weight_name])
         else:  # only the bias changes: a zero rank-1 pair carries the LoRA bias
             out_features = deltas[entry["params"]["bias"]].shape[0]
-            in_features = _in_features(base_model, module)
-            factor_b, factor_a = torch.zeros(out_features, 1), torch.zeros(1, in_features)
-        r = factor_a.shape[0]
-        ranks[module], alphas[module] = r, r  # lora_alpha = r: scaling 1, so the exact factors merge exactly
+            factor_b, factor_a = torch.zeros(out_features, 1), torch.zeros(1, _in_features(base_model, module))
+        ranks[module] = factor_a.shape[0]  # lora_alpha = r: scaling 1, so the exact factors merge exactly
         tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = factor_a.contiguous()
         tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = factor_b.contiguous()
         if module in bias_deltas:
-            bias_name = bias_deltas[module]
             if pure:
-                report.dropped[bias_name] = "pure=True: LoRA bias left out"
+                report.dropped[bias_deltas[module]] = "pure=True: LoRA bias left out"
             else:
-                tensors[f"{PEFT_PREFIX}{module}.lora_B.bias"] = deltas[bias_name].contiguous()
-                approx[bias_name] = deltas[bias_name]
-                report.relative_errors[bias_name] = 0.0
+                tensors[f"{PEFT_PREFIX}{module}.lora_B.bias"] = deltas[bias_deltas[module]].contiguous()
         elif lora_bias:
             tensors[f"{PEFT_PREFIX}{module}.lora_B.bias"] = torch.zeros(factor_b.shape[0])
+    if not targets:  # PEFT refuses a LoRA without targets (and target_modules=None means its own defaults)
+        carrier = _zero_carrier(base_model, report.modules_to_save, plan.tied)
+        shape = carrier.weight.shape
+        name = next(n for n, m in base_model.named_modules() if m is carrier)
+        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = torch.zeros(1, shape[1])
+        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = torch.zeros(shape[0], 1)
+        targets, ranks[name] = {name: {}}, 1
+        report.notes.append(f"PEFT needs at least one target module, so `{name}` carries a zero LoRA (no change).")
     report.ranks = ranks
-    if not targets and not report.modules_to_save:
-        raise AdapterExportError("Nothing to export: the update has no Linear weight and pure=True leaves out the "
-                                 "rest.")
-    default_rank = max(ranks.values(), default=8)
+    default_rank = max(ranks.values())
     config = LoraConfig(
-        r=default_rank, lora_alpha=default_rank, target_modules=sorted(targets) or None,
+        r=default_rank, lora_alpha=default_rank, target_modules=sorted(targets),
         rank_pattern={m: r for m, r in ranks.items() if r != default_rank},
-        alpha_pattern={m: a for m, a in alphas.items() if a != default_rank},
+        alpha_pattern={m: r for m, r in ranks.items() if r != default_rank},
         lora_dropout=0.0, bias="none", lora_bias=lora_bias, fan_in_fan_out=conv1d,
-        modules_to_save=report.modules_to_save or None, inference_mode=True,
-        base_model_name_or_path=_base_id(adapter), revision=adapter.config.base_model_revision,
+        modules_to_save=report.modules_to_save or None, ensure_weight_tying=bool(report.tied),
+        inference_mode=True, base_model_name_or_path=_base_id(adapter),
+        revision=adapter.config.base_model_revision,
     )
-    _logit_errors(base_model, tokenizer, sample_texts, deltas, approx, report)
-    return _finish(folder, report, tensors, config, deltas, approx, adapter)
+    return _finish(plan, report, tensors, config, adapter, base_model, tokenizer, sample_texts)
+
+
+def _zero_carrier(base_model: nn.Module | None, saved: Sequence[str], tied: Mapping[str, list[str]]) -> nn.Linear:
+    """A Linear layer of the base model, outside `modules_to_save` and the tied heads, to carry a zero LoRA."""
+    excluded = set(saved) | {head for heads in tied.values() for head in heads}
+    for name, module in (base_model.named_modules() if base_model is not None else []):
+        if isinstance(module, nn.Linear) and name not in excluded and not any(name.startswith(m + ".") for m in saved):
+            return module
+    raise AdapterExportError("PEFT needs at least one Linear target module for a LoRA, and the base model has none "
+                             "outside the exported modules; export the update as a delta adapter instead.")
 
 
 def _in_features(base_model: nn.Module | None, module: str) -> int:
@@ -359,25 +451,26 @@ def export_shira(adapter: DeltaAdapter, save_directory: str | os.PathLike, *, r:
     largest magnitude and their indices (as many numbers as a rank-r LoRA, but high rank).
 
     Linear biases cannot be carried by SHiRA and are left out (reported); other parameters go to
-    `modules_to_save` unless `pure=True`. Loads with `peft.PeftModel.from_pretrained(base, folder)`.
+    `modules_to_save` unless `pure=True`, a tied embedding together with its LM head. Loads with
+    `peft.PeftModel.from_pretrained(base, folder)` (not with transformers' `load_adapter`, which drops SHiRA's
+    indices; the report notes it).
 
     Raises:
-        AdapterExportError: `r` not positive, r·(m + n) larger than a matrix, or a GPT-2 Conv1D layer (PEFT's SHiRA
-            supports `nn.Linear` only).
+        AdapterExportError: `r` not positive, r·(m + n) larger than a matrix, a GPT-2 Conv1D layer (PEFT's SHiRA
+            supports `nn.Linear` only), or a tensor shared in a way PEFT cannot tie.
     """
     from peft import ShiraConfig
 
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
         raise AdapterExportError(f"`r` must be a positive integer, got {r!r}.")
-    folder, deltas, modules = _prepare(adapter, save_directory, base_model, overwrite, scale=scale, h=h,
-                                       alpha=alpha)
-    grouped = _group_by_module(modules)
-    report = ExportReport(format="shira", path=str(folder))
-    _, tensors, approx = _modules_to_save(grouped, deltas, base_model, pure, report,
-                                          "pure=True: not a Linear weight")
+    plan = _prepare(adapter, save_directory, base_model, overwrite, scale=scale, h=h, alpha=alpha)
+    deltas, grouped = plan.deltas, _group_by_module(plan.modules)
+    report = ExportReport(format="shira", path=str(plan.folder), notes=[SHIRA_LOAD_ADAPTER_NOTE])
+    _, tensors = _modules_to_save(grouped, deltas, base_model, pure, report, "pure=True: not a Linear weight",
+                                  plan.tied)
     targets = []
     for module, entry in grouped.items():
-        if entry["type"] not in LINEAR_TYPES:
+        if entry["type"] not in LINEAR_TYPES or module in plan.tied:
             continue
         if entry["type"] == "Conv1D":
             raise AdapterExportError(f"`{module}` is a GPT-2 Conv1D layer; PEFT's SHiRA supports nn.Linear only. "
@@ -397,23 +490,18 @@ def export_shira(adapter: DeltaAdapter, save_directory: str | os.PathLike, *, r:
             )
         flat = delta.reshape(-1)
         kept = torch.topk(flat.abs(), k).indices.sort().values
-        indices = torch.stack([kept // cols, kept % cols]).to(torch.int32)
-        values = flat[kept].contiguous()
-        tensors[f"{PEFT_PREFIX}{module}.shira_weight"] = values
-        tensors[f"{PEFT_PREFIX}{module}.shira_indices"] = indices.contiguous()
-        sparse = torch.zeros_like(flat)
-        sparse[kept] = values
-        approx[weight_name] = sparse.reshape(delta.shape)
-        report.relative_errors[weight_name] = _relative(delta, approx[weight_name])
+        tensors[f"{PEFT_PREFIX}{module}.shira_weight"] = flat[kept].contiguous()
+        tensors[f"{PEFT_PREFIX}{module}.shira_indices"] = torch.stack([kept // cols, kept % cols]).to(torch.int32)
         report.ranks[module] = k
         targets.append(module)
     if not targets:
         raise AdapterExportError("Nothing to export as SHiRA: the update changes no Linear weight.")
-    config = ShiraConfig(r=r, target_modules=sorted(targets), modules_to_save=report.modules_to_save or None,
-                         inference_mode=True, base_model_name_or_path=_base_id(adapter),
-                         revision=adapter.config.base_model_revision)
-    _logit_errors(base_model, tokenizer, sample_texts, deltas, approx, report)
-    return _finish(folder, report, tensors, config, deltas, approx, adapter)
+    heads = sorted({head for module in report.tied for head in plan.tied[module]})
+    config = ShiraConfig(r=r, target_modules=sorted(targets),
+                         modules_to_save=[*report.modules_to_save, *heads] or None, inference_mode=True,
+                         base_model_name_or_path=_base_id(adapter), revision=adapter.config.base_model_revision)
+    report.modules_to_save = [*report.modules_to_save, *heads]
+    return _finish(plan, report, tensors, config, adapter, base_model, tokenizer, sample_texts)
 
 
 __all__ = ["DEFAULT_SAMPLE_TEXTS", "LINEAR_TYPES", "ExportReport", "export_lora", "export_shira"]

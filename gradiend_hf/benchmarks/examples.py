@@ -78,13 +78,13 @@ def save_examples(examples: Mapping[str, SuiteExamples], path: Path) -> Path | N
     if not examples:
         return None
     import torch
-    from safetensors.torch import save_file
+
+    from gradiend_hf.atomic_io import atomic_save_tensors
 
     tensors = {f"{suite}/{name}": torch.from_numpy(np.ascontiguousarray(array))
                for suite, data in examples.items() for name, array in data.arrays.items()}
     metadata = {"format": "pt", "codes": json.dumps({suite: data.codes for suite, data in examples.items()})}
-    save_file(tensors, str(path), metadata=metadata)
-    return path
+    return atomic_save_tensors(tensors, path, metadata=metadata)
 
 
 def load_examples(path: Path) -> dict[str, SuiteExamples]:

@@ -108,12 +108,13 @@ class BenchmarkReport:
         )  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
-        """Writes the report as indented JSON, and its per-example scores beside it (`<stem>.examples.safetensors`)."""
+        """Writes the report as indented JSON, and its per-example scores beside it (`<stem>.examples.safetensors`),
+        each atomically: a killed save leaves the previous file."""
+        from ..atomic_io import atomic_write_text
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         save_examples(self.examples, examples_path(path))
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> BenchmarkReport:

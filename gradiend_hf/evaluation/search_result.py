@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_folder, atomic_write_text
 from ..errors import SearchError
 from .transfer import BALANCED
 
@@ -224,9 +225,7 @@ class DecoderSearchResult:
         )
 
     def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True))
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=True))
 
     @classmethod
     def from_json(cls, path: str | Path) -> DecoderSearchResult:
@@ -247,12 +246,12 @@ class DecoderSearchResult:
         from .plots import plot_search_heatmap
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        return {
-            "json": self.to_json(directory / self.JSON_NAME),
-            "csv": self.to_csv(directory / self.CSV_NAME),
-            "heatmap": plot_search_heatmap(self, directory / self.HEATMAP_NAME),
-        }
+        with atomic_folder(directory, what="decoder search") as staging:  # all three appear together, or none
+            self.to_json(staging / self.JSON_NAME)
+            self.to_csv(staging / self.CSV_NAME)
+            plot_search_heatmap(self, staging / self.HEATMAP_NAME)
+        return {"json": directory / self.JSON_NAME, "csv": directory / self.CSV_NAME,
+                "heatmap": directory / self.HEATMAP_NAME}
 
 
 def _lm_ok(point: SearchPoint, base: SearchPoint, threshold: float) -> bool:
