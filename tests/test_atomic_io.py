@@ -250,13 +250,13 @@ def test_overwrite_replaces_only_folders_of_our_own_outputs(llama, tmp_path):
 
 
 def test_bench_tells_two_adapter_folders_of_the_same_name_apart():
-    from gradiend_hf.cli import _report_names
+    from gradiend_hf.cli_support import report_names
     from gradiend_hf.errors import BenchmarkError
 
-    assert _report_names(["runs/a/adapter", "runs/b/adapter"]) == ["a--adapter", "b--adapter"]
-    assert _report_names(["out/base"]) == ["out--base"]  # never the name of the base model's report
+    assert report_names(["runs/a/adapter", "runs/b/adapter"]) == ["a--adapter", "b--adapter"]
+    assert report_names(["out/base"]) == ["out--base"]  # never the name of the base model's report
     with pytest.raises(BenchmarkError, match="twice"):
-        _report_names(["runs/a", "runs/a/"])
+        report_names(["runs/a", "runs/a/"])
 
 
 def test_every_writer_output_counts_as_ours_so_overwrite_can_replace_it(llama, tmp_path):
