@@ -49,12 +49,12 @@ class Export:
     out: str = arg("folder for the delta adapter")
     dial: bool = arg("keep the decoder's direction and offset: h and α stay knobs when applying", False)
     lora: str | None = arg("also write a stock PEFT LoRA to OUT-lora: 'exact', a rank (e.g. 16) or an energy "
-                            "fraction (e.g. 0.99)", None)
+                           "fraction (e.g. 0.99)", None)
     pure: bool = arg("LoRA / SHiRA with factors only (no biases, no modules_to_save), for serving engines", False)
     shira: int | None = arg("also write a PEFT SHiRA adapter with r·(m+n) entries per matrix to OUT-shira", None)
     model: str | None = arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
     no_base: bool = arg("do not load the base model (no compatibility check; PEFT exports then need module "
-                         "types recorded at training time)", False)
+                        "types recorded at training time)", False)
     overwrite: bool = arg("replace existing output folders", False)
 
     def run(self) -> int:
@@ -92,7 +92,7 @@ class Apply:
     adapter: str = arg("delta adapter folder or Hub repo id", positional=True)
     out: str = arg("folder for the merged model")
     model: str | None = arg("base model (embedded name, Hub id or folder); default: the one the adapter records",
-                             None)
+                            None)
     scale: float = arg("multiply the update by this", 1.0)
     h: str | None = arg("feature value (dial adapters only; default: the adapter's own)", None)
     alpha: float | None = arg("strength (dial adapters only; default: the adapter's own)", None)
@@ -146,7 +146,7 @@ class Bench:
 
     model: str = arg("base model: embedded name (see `gradiend models`), Hub id or folder", "gemma-3-270m")
     adapter: list[str] = arg("delta adapter folders or Hub ids, each benchmarked applied to the base (one at a time)",
-                              [], nargs="+")
+                             [], nargs="+")
     suite: str = arg("comma-separated suites: stereoset,crows,seat,lm_score", "stereoset,crows,seat,lm_score")
     bias_types: str | None = arg("comma-separated bias types: gender,race,religion,profession (default: all)", None)
     limit: int | None = arg("at most this many examples per bias type / SEAT set / LM texts, for quick runs", None)
@@ -203,13 +203,13 @@ class Demo:
     quick: bool = arg("a minutes-long version on fewer steps, texts and grid points", False)
     steps: int | None = arg("GRADIEND training steps (default 100; --quick 20)", None)
     params: list[str] = arg("base parameters: glob patterns or a preset (paper = all but the LM head; blocks); "
-                             "default: the embedded model's recommendation", [], nargs="+")
+                            "default: the embedded model's recommendation", [], nargs="+")
     on: str = arg("what the decoder search scores: transfer | feature | auto (transfer when one exists)", "auto")
     transfer: str | None = arg("your own transfer texts (.csv/.jsonl with one [MASK] per text)", None)
     transfer_words: str | None = arg("JSON {class: [words]} for --transfer (default: built-in first names)", None)
     h: list[str] = arg("feature factors h* of the search grid (default: the paper's 15)", [], nargs="+")
     alpha: list[str] = arg("learning rates α of the search grid; ±x gives both signs (default: the paper's 16)",
-                            [], nargs="+")
+                           [], nargs="+")
     strengths: list[str] = arg("also benchmark the chosen update scaled by these (e.g. 2 4)", [], nargs="+")
     bench_limit: int | None = arg("benchmark examples per bias type (default all; --quick 24)", None)
     seed: int = arg("seed of training, splits and samples", 0)

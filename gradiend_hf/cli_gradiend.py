@@ -66,7 +66,7 @@ class Train:
     feature: str = arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file of slot examples", "gender")
     out: str = arg("output folder", "runs/gradiend")
     params: list[str] = arg("glob patterns of base parameters (default: the embedded model's recommendation, "
-                             "else every transformer-block parameter)", [], nargs="+")
+                            "else every transformer-block parameter)", [], nargs="+")
     layers: str | None = arg("only these block indices, e.g. '0-5,8'", None)
     include_embeddings: bool = arg("also select the input embeddings (default selection only)", False)
     steps: int = arg("GRADIEND steps per seed", 150)
@@ -143,15 +143,15 @@ class Evaluate:
     path_or_repo: str = arg("GRADIEND model folder or Hub repo id", positional=True)
     model: str | None = arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
     feature: str | None = arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file; default: the built-in "
-                               "feature named in the config", None)
+                              "feature named in the config", None)
     split: str = arg("split whose class texts are encoded", "test")
     max_per_group: int = arg("at most this many texts per group (0: all)", 200)
     feature_seed: int | None = arg("seed of the feature's splits; default: the training seed in the config, else 0",
-                                    None)
+                                   None)
     seed: int = arg("seed of the text samples and of the control slots", 0)
     batch_size: int = arg("texts per forward-mode (JVP) pass", 16)
     out: str | None = arg("output folder; default: DIR/evaluation (a folder) or ./evaluation-OWNER--NAME (a repo)",
-                           None)
+                          None)
     quiet: bool = arg("no progress bar", False)
 
     def run(self) -> int:
@@ -189,7 +189,7 @@ class Encode:
     texts: list[str] = field(metadata={"help": "texts, each with one [MASK] where the target word goes",
                                        "positional": True, "nargs": "+"})
     target: str | None = arg("target word at every slot; default: the model's feature word that the base model "
-                              "finds most likely at the slot", None)
+                             "finds most likely at the slot", None)
     model: str | None = arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
 
     def run(self) -> int:
@@ -218,15 +218,15 @@ class Search:
     path_or_repo: str = arg("GRADIEND model folder or Hub repo id", positional=True)
     model: str | None = arg("base model (embedded name, Hub id or folder); default: the one in the config", None)
     feature: str | None = arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file; default: the built-in "
-                               "feature named in the config", None)
+                              "feature named in the config", None)
     on: str = arg("score points on 'transfer' texts (descriptions of people followed by a name or group-word "
-                   "slot; the authors' selection) or on the 'feature' texts (its own slot)", "transfer")
+                  "slot; the authors' selection) or on the 'feature' texts (its own slot)", "transfer")
     transfer: str | None = arg("your own transfer texts (.csv/.jsonl with a text column holding one [MASK]; "
-                                "optional split, group); default: the built-in set of the feature", None)
+                               "optional split, group); default: the built-in set of the feature", None)
     transfer_words: str | None = arg("JSON file {class: [words] or {word: weight}} for --transfer (default for "
-                                      "gender: the built-in first names)", None)
+                                     "gender: the built-in first names)", None)
     lm_policy: str | None = arg("threshold (keep points with LM score >= 0.99 x base; default on transfer) | "
-                                 "product (index x LM score, the paper) | relative (default on feature)", None)
+                                "product (index x LM score, the paper) | relative (default on feature)", None)
     lm_threshold: float = arg("share of the base's LM score a point must keep (threshold policy)", 0.99)
     split: str = arg("split whose texts score the grid points", "validation")
     max_texts: int | None = arg("texts per point (default: 24 transfer texts, 16 feature texts)", None)
@@ -240,7 +240,7 @@ class Search:
     no_prune: bool = arg("score every grid point fully (slower)", False)
     batch_size: int = arg("texts per forward pass", 16)
     feature_seed: int | None = arg("seed of the feature's splits; default: the training seed in the config, else 0",
-                                    None)
+                                   None)
     seed: int = arg("seed of the feature-text sample", 0)
     out: str | None = arg("output folder; default: DIR/search (a folder) or ./search-OWNER--NAME (a repo)", None)
     quiet: bool = arg("no progress bar", False)
