@@ -138,8 +138,8 @@ def _search_section(search: Any, chosen: Any, test: Any, info: Mapping[str, Any]
     if not info["edit_found"]:
         lines += [f"**{NO_EDIT.capitalize()}**: no grid point beats the base model under this criterion "
                   f"(base score {_fmt(info.get('validation_base_score'), 4)})."
-                  + (f" The fallback below is the edit with the best index among those that keep the LM score at "
-                     f"least 0.99 × the base's; it is reported as a fallback edit, not as a debiased model."
+                  + (" The fallback below is the edit with the best index among those that keep the LM score at "
+                     "least 0.99 × the base's; it is reported as a fallback edit, not as a debiased model."
                      if chosen is not None else " No edit keeps the LM score, so no adapter was exported."), ""]
     if chosen is None:
         return lines

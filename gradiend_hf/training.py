@@ -32,6 +32,14 @@ from .atomic_io import atomic_folder, atomic_save_tensors, output_lock
 from .errors import TrainingError
 from .evaluation.encoder import encoder_correlation
 from .gradients import GradientEngine, drop_multi_token_examples
+from .checkpoints import (
+    clone_state,
+    empty_like_model,
+    load_weights,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_weights,
+)
 from .modeling_gradiend import GradiendModel
 from .reconstruction import reconstruction_gradients
 
@@ -321,8 +329,8 @@ class GradiendTrainer:
         if not self.state.is_main_process:
             return
         with atomic_folder(folder, what="training checkpoint", replace=True) as tmp:  # the old one until complete
-            _save_weights(self.model, tmp)
-            tensors, groups = _optimizer_to_tensors(optimizer, self.model)
+            save_weights(self.model, tmp)
+            tensors, groups = optimizer_to_tensors(optimizer, self.model)
             atomic_save_tensors(tensors, tmp / OPTIMIZER_NAME)
             (tmp / STATE_NAME).write_text(json.dumps({**state, "param_groups": groups}, indent=2))
 
@@ -331,8 +339,8 @@ class GradiendTrainer:
         if state.get("param_names") != list(self.model.config.param_names):
             raise TrainingError(f"The checkpoint in {folder} was written for other base parameters; it cannot be "
                                 f"resumed with this model.")
-        _load_weights(self.model, folder)
-        _optimizer_from_tensors(optimizer, self.model, load_file(str(folder / OPTIMIZER_NAME)), state["param_groups"])
+        load_weights(self.model, folder)
+        optimizer_from_tensors(optimizer, self.model, load_file(str(folder / OPTIMIZER_NAME)), state["param_groups"])
         return state
 
     def _prepare_output_dir(self, resume: bool) -> None:
@@ -392,7 +400,7 @@ class GradiendTrainer:
         best = max(results, key=lambda r: abs(r.best_correlation))
         chosen = best_states[best.seed]
         if isinstance(chosen, Path):
-            _load_weights(self.model, chosen)
+            load_weights(self.model, chosen)
         else:
             self.model.load_state_dict(chosen)
         if best.best_correlation < 0:  # sign normalisation: the positive class encodes +1
@@ -420,14 +428,14 @@ class GradiendTrainer:
 
         def keep_best() -> dict[str, torch.Tensor] | Path:
             if best_dir is not None and self.state.is_main_process:
-                _save_weights(self.model, best_dir)
-            return best_dir if on_disk else _clone_state(self.model)
+                save_weights(self.model, best_dir)
+            return best_dir if on_disk else clone_state(self.model)
 
         if resume and seed_dir is not None and (seed_dir / LAST_CHECKPOINT).is_dir():
             state = self._load_checkpoint(seed_dir / LAST_CHECKPOINT, optimizer)
             step, best_r, best_step, patience = state["step"], state["best_r"], state["best_step"], state["patience"]
             if not on_disk and best_dir.is_dir():
-                best_state = _clone_state(_load_weights(_like(self.model), best_dir))
+                best_state = clone_state(load_weights(empty_like_model(self.model), best_dir))
             if state.get("finished"):
                 return SeedResult(seed, best_step, best_r, step), best_state, False
         if step == 0 or not (best_state.is_dir() if on_disk else best_state):
@@ -501,61 +509,6 @@ class GradiendTrainer:
         from .evaluation.plots import plot_training_curve  # matplotlib only when a curve is drawn
 
         plot_training_curve(self.output_dir / LOG_NAME, self.output_dir / CURVE_NAME)
-
-
-# -- state helpers (safetensors + JSON only; nothing is pickled) -----------------------------------------------------
-def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _like(model: GradiendModel) -> GradiendModel:
-    return GradiendModel(model.config)
-
-
-def _save_weights(model: torch.nn.Module, folder: Path) -> None:
-    atomic_save_tensors(model.state_dict(), folder / "model.safetensors")
-
-
-def _load_weights(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
-    index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
-        else ["model.safetensors"]
-    state: dict[str, torch.Tensor] = {}
-    for name in files:
-        state.update(load_file(str(folder / name)))
-    model.load_state_dict(state)
-    return model
-
-
-def _optimizer_to_tensors(optimizer: torch.optim.Optimizer, model: torch.nn.Module):
-    names = {id(p): n for n, p in model.named_parameters()}
-    tensors: dict[str, torch.Tensor] = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                # no copy: the moments are as large as the GRADIEND itself (2 × 3n), and writing only reads them
-                tensors[f"{names[id(p)]}::{key}"] = torch.as_tensor(value).detach().contiguous()
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    for group in groups:
-        group["betas"] = list(group["betas"])
-    return tensors, groups
-
-
-def _optimizer_from_tensors(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
-                            tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:
-    params = dict(model.named_parameters())
-    ids = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        name, field_name = key.rsplit("::", 1)
-        state.setdefault(ids[id(params[name])], {})[field_name] = value
-    saved_groups = []
-    for group, saved in zip(optimizer.param_groups, groups):
-        saved = dict(saved)
-        saved["betas"] = tuple(saved["betas"])
-        saved["params"] = [ids[id(p)] for p in group["params"]]
-        saved_groups.append(saved)
-    optimizer.load_state_dict({"state": state, "param_groups": saved_groups})
 
 
 def train_gradiend(base_model, tokenizer, feature, *, params: Sequence[str] | None = None,

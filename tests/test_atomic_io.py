@@ -1,7 +1,6 @@
 """Crash-safe saves: real processes killed with SIGKILL mid-save leave the previous save loadable; one writer per
 folder; --overwrite never removes the working directory or files gradiend_hf did not write."""
 
-import json
 import multiprocessing
 import os
 import signal

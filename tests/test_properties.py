@@ -29,7 +29,7 @@ from gradiend_hf.errors import (
     GradiendLoadError,
 )
 from gradiend_hf.features import FeatureDataset
-from gradiend_hf.modeling_gradiend import verify_checkpoint
+from gradiend_hf.gradiend_files import verify_checkpoint
 
 # The default run is derandomized (the same 100 examples every time, so it cannot flake); the slow run explores.
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None,
