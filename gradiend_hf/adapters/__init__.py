@@ -1,7 +1,10 @@
-"""Delta adapters: a weight update for named base parameters, toggled, merged, combined and exported to PEFT.
+"""Adapters: delta adapters (a weight update for named base parameters, toggled, merged, combined and exported to
+PEFT), representation adapters (an affine map of the body's final hidden states) and SelfDebias adapters (a rescaled
+output distribution).
 
-Generic on purpose: an adapter is `{base parameter name: ΔW}` (or a decoder direction and offset, for a dial) plus
-its config; nothing here imports GRADIEND code, so adapters load and apply without it.
+Generic on purpose: a delta adapter is `{base parameter name: ΔW}` (or a decoder direction and offset, for a dial),
+a representation adapter a matrix and a bias, each with its config; nothing here imports GRADIEND code or the
+debiasers that fit them, so adapters load and apply without either.
 """
 
 from .base_model import base_fingerprint, describe_modules, fingerprint, resolve_parameters
@@ -13,9 +16,14 @@ from .configuration import (
     DeltaAdapterConfig,
 )
 from .delta_adapter import DeltaAdapter, decoded_update
+from .hooks import HookHandle
+from .loading import Adapter, load_adapter
 from .merging import MERGE_METHODS, merge_adapters
 from .patching import DeltaHandle, ParameterPatch, applied_entries, apply_delta, original_tensors, remove_deltas
 from .peft_export import ExportReport, export_lora, export_shira
+from .representation_adapter import RepresentationAdapter
+from .representation_configuration import REPRESENTATION_ADAPTER_TYPE, RepresentationAdapterConfig
+from .self_debias_adapter import SELF_DEBIAS_ADAPTER_TYPE, SelfDebiasAdapter, SelfDebiasConfig, self_debias_log_probs
 
 __all__ = [
     "ADAPTER_CONFIG_NAME",
@@ -23,11 +31,19 @@ __all__ = [
     "ADAPTER_WEIGHTS_NAME",
     "MERGE_METHODS",
     "PEFT_TYPE_REFUSAL",
+    "REPRESENTATION_ADAPTER_TYPE",
+    "SELF_DEBIAS_ADAPTER_TYPE",
+    "Adapter",
     "DeltaAdapter",
     "DeltaAdapterConfig",
     "DeltaHandle",
     "ExportReport",
+    "HookHandle",
     "ParameterPatch",
+    "RepresentationAdapter",
+    "RepresentationAdapterConfig",
+    "SelfDebiasAdapter",
+    "SelfDebiasConfig",
     "applied_entries",
     "apply_delta",
     "base_fingerprint",
@@ -36,8 +52,10 @@ __all__ = [
     "export_lora",
     "export_shira",
     "fingerprint",
+    "load_adapter",
     "merge_adapters",
     "original_tensors",
     "remove_deltas",
     "resolve_parameters",
+    "self_debias_log_probs",
 ]

@@ -147,8 +147,11 @@ class DeltaAdapterConfig:
             raise AdapterLoadError(f"`{path}` is not valid JSON ({error}).") from error
         if not isinstance(data, dict) or data.get("adapter_type") != ADAPTER_TYPE:
             kind = data.get("peft_type") if isinstance(data, dict) else None
+            other = data.get("adapter_type") if isinstance(data, dict) else None
             advice = (f"it is a PEFT `{kind}` adapter: load it with `peft.PeftModel.from_pretrained(base, path)`"
-                      if kind else "it is not a gradiend_hf delta adapter")
+                      if kind and not other else "it is not a gradiend_hf delta adapter")
+            if isinstance(other, str) and other.startswith("gradiend_"):
+                advice = f"it is a `{other}` adapter: load it with `gradiend_hf.load_adapter`"
             raise AdapterLoadError(f"`{folder}` cannot be loaded as a delta adapter: {advice}.")
         try:
             return cls.from_dict(data)
