@@ -408,6 +408,45 @@ class Demo:
         return 0
 
 
+@dataclass
+class Compare:
+    """The paper's comparison: GRADIEND, CDA, Dropout, INLP, SentenceDebias, SelfDebias, LEACE, RLACE and combinations,
+    ranked by mean proportional rank over SS and SEAT (table, JSON and plot)."""
+
+    model: str = _arg("base model: embedded name (see `gradiend models`), Hub id or folder", "gemma-3-270m")
+    feature: str = _arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file of slot examples", "gender")
+    out: str = _arg("output folder (a second run with the same settings reuses finished variants)", "runs/compare")
+    methods: list[str] = _arg("variants to compare (default all): gradiend cda dropout inlp sentence_debias "
+                              "self_debias leace rlace gradiend+inlp gradiend+sentence_debias cda+inlp "
+                              "cda+sentence_debias dropout+inlp dropout+sentence_debias", [], nargs="+")
+    gradiend_adapter: str | None = _arg("a trained GRADIEND delta adapter (e.g. a demo's adapter/); default: train "
+                                        "one here", None)
+    quick: bool = _arg("a smoke run of minutes: fewer steps, pairs, benchmark items and resamples", False)
+    bench_limit: int | None = _arg("benchmark items per bias type (default all; --quick 24)", None)
+    lm_texts: int | None = _arg("texts of the LM score (default 200; --quick 24)", None)
+    gradiend_steps: int | None = _arg("GRADIEND training steps without --gradiend-adapter (default 100; --quick 10)",
+                                      None)
+    pretrain_steps: int | None = _arg("CDA / Dropout further pre-training steps (default 200; --quick 6)", None)
+    max_pairs: int | None = _arg("counterfactual pairs the projections are fitted on (default 1000; --quick 128)",
+                                 None)
+    glue: str | None = _arg("folder of GLUE-format dev sets (SST-2/, CoLA/, RTE/) for zero-shot accuracy", None)
+    glue_limit: int | None = _arg("examples per GLUE task (default 200; --quick 16)", None)
+    bootstrap: int | None = _arg("bootstrap resamples of the intervals (default 1000; --quick 200)", None)
+    seed: int = _arg("seed of training, samples and bootstraps", 0)
+    overwrite: bool = _arg("redo everything (empties --out first)", False)
+    quiet: bool = _arg("no progress bars", False)
+
+    def run(self) -> int:
+        from .compare import CompareArguments, run_compare
+
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "quiet"}
+        path = run_compare(CompareArguments(**{**options, "methods": self.methods or None},
+                                            progress=not self.quiet))
+        print(path.read_text(encoding="utf-8"))
+        print(f"Wrote {path}, comparison.json and comparison.png in {path.parent}/")
+        return 0
+
+
 def _load_base_for(model, path_or_repo: str, base_name: str | None):
     """(base model, tokenizer) for a GRADIEND model, checked to hold every parameter the model spans."""
     base, tokenizer = _load_base(base_name, model.config.base_model_name_or_path, f"`{path_or_repo}`")
@@ -603,7 +642,7 @@ class Search:
 
 COMMANDS: dict[str, type] = {"models": Models, "info": Info, "train": Train, "push": Push, "evaluate": Evaluate,
                              "encode": Encode, "export": Export, "apply": Apply, "merge": Merge,
-                             "search": Search, "bench": Bench, "demo": Demo}
+                             "search": Search, "bench": Bench, "demo": Demo, "compare": Compare}
 
 EXAMPLES: dict[str, str] = {
     "models": "example:\n  gradiend models",
@@ -615,6 +654,10 @@ EXAMPLES: dict[str, str] = {
     "demo": "example:\n  gradiend demo --out runs/demo                 # gender on Gemma 3 270M, about 25 minutes\n"
             "  gradiend demo --quick --out runs/demo-quick   # a few minutes\n"
             "  gradiend demo --feature race:white,black --out runs/demo-race",
+    "compare": "example:\n  gradiend compare --model gemma-3-270m --feature gender "
+               "--gradiend-adapter runs/demo/adapter --out runs/compare\n"
+               "  gradiend compare --quick --methods gradiend inlp gradiend+inlp --out runs/cmp-quick\n"
+               "  gradiend compare --glue /path/to/glue --out runs/compare",
     "bench": "example:\n  gradiend bench --model gemma-3-270m --adapter runs/demo/adapter --bias-types gender "
              "--out runs/bench\n  gradiend bench --model smollm2-135m --suite stereoset,lms --limit 50",
     "export": "example:\n  gradiend export runs/gender --h -1 --alpha 0.01 --out out/debias --lora exact\n"

@@ -67,9 +67,8 @@ def test_seat_embeddings_see_the_map(lm_and_tokenizer):
 def test_exceptions_and_handles_leave_the_model_exact(llama, bpe):
     adapter = _adapter(llama)
     before = _logits(llama, bpe)
-    with pytest.raises(RuntimeError, match="boom"):
-        with adapter.applied(llama):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), adapter.applied(llama):
+        raise RuntimeError("boom")
     assert torch.equal(_logits(llama, bpe), before)
     first, second = adapter.enable(llama), adapter.enable(llama, scale=0.5)
     first.remove()
@@ -82,7 +81,8 @@ def test_exceptions_and_handles_leave_the_model_exact(llama, bpe):
 
 def test_stacks_with_a_delta_adapter_in_either_order(llama, bpe):
     rep = _adapter(llama)
-    deltas = {"model.layers.0.mlp.down_proj.weight": 0.1 * torch.randn(32, 64, generator=torch.Generator().manual_seed(1))}
+    generator = torch.Generator().manual_seed(1)
+    deltas = {"model.layers.0.mlp.down_proj.weight": 0.1 * torch.randn(32, 64, generator=generator)}
     delta = gh.DeltaAdapter.from_deltas(deltas, base_model=llama)
     before = _logits(llama, bpe)
     with delta.applied(llama), rep.applied(llama):

@@ -11,7 +11,7 @@ from gradiend_hf.debiasers.pretraining import CHECKPOINT_DIR, further_pretrain
 from gradiend_hf.errors import TrainingError
 from tiny_models import tiny_gender_feature
 
-ARGS = dict(steps=4, batch_size=4, learning_rate=1e-3, checkpoint_every=2, progress=False)
+ARGS = {"steps": 4, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 2, "progress": False}
 
 
 def _snapshot(model):

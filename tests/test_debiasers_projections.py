@@ -74,7 +74,7 @@ def test_sentence_debias_subspace_equals_pca():
     half = ((first - second) / 2).double().numpy()
     centred = np.concatenate([half, -half])
     centred = centred - centred.mean(0)  # what a PCA does first
-    values, vectors = np.linalg.eigh(centred.T @ centred / (len(centred) - 1))
+    _, vectors = np.linalg.eigh(centred.T @ centred / (len(centred) - 1))
     reference = torch.from_numpy(vectors[:, ::-1][:, :3].copy()).float()  # top-3 principal axes
     torch.testing.assert_close(subspace.T @ subspace, reference @ reference.T, rtol=0, atol=1e-5)
 

@@ -81,7 +81,8 @@ class SelfDebiasConfig:
 
             self.gradiend_hf_version = __version__
         if self.adapter_type != SELF_DEBIAS_ADAPTER_TYPE:
-            raise GradiendConfigError(f"`adapter_type` must be {SELF_DEBIAS_ADAPTER_TYPE!r}, got {self.adapter_type!r}.")
+            raise GradiendConfigError(f"`adapter_type` must be {SELF_DEBIAS_ADAPTER_TYPE!r}, got "
+                                      f"{self.adapter_type!r}.")
         if not self.prefixes or len(self.prefixes) != len(self.prefix_ids):
             raise GradiendConfigError(f"Give one or more prefixes, each with its token ids; got {len(self.prefixes)} "
                                       f"prefix(es) and {len(self.prefix_ids)} id list(s).")

@@ -40,11 +40,12 @@ GENDER_WORD_PAIRS: tuple[tuple[str, str], ...] = (
 )
 """(male, female) word pairs, each direction swapped (two-sided CDA); written for this package, Apache-2.0."""
 
-_OBJECT_CONTEXT = frozenset(
-    "to and or but nor that with in on at for from by as about if when while because than up down out off away "
-    "back again now then too so into onto over under after before until since though through the a an this these "
-    "those all not".split()
-)
+_OBJECT_CONTEXT = frozenset({
+    "to", "and", "or", "but", "nor", "that", "with", "in", "on", "at", "for", "from", "by", "as", "about", "if",
+    "when", "while", "because", "than", "up", "down", "out", "off", "away", "back", "again", "now", "then", "too",
+    "so", "into", "onto", "over", "under", "after", "before", "until", "since", "though", "through", "the", "a",
+    "an", "this", "these", "those", "all", "not",
+})
 """Words after which "her" is an object ("gave it to her and left"), so it becomes "him" rather than "his"."""
 
 

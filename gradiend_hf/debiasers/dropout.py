@@ -26,7 +26,7 @@ ATTENTION_DROPOUT = 0.15
 
 
 def _is_attention_dropout(name: str) -> bool:
-    return name.endswith(".self.dropout") or name.endswith("attn_dropout")
+    return name.endswith((".self.dropout", "attn_dropout"))
 
 
 def _blocks(model: nn.Module) -> nn.ModuleList | None:

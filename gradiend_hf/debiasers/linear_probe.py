@@ -77,7 +77,7 @@ def probe_accuracy(x_train: torch.Tensor, y_train: torch.Tensor, x_eval: torch.T
 def split_indices(n: int, *, dev_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded random (train, dev) split of n rows."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cut = max(1, int(round(n * dev_fraction)))
+    cut = max(1, round(n * dev_fraction))
     return order[cut:], order[:cut]
 
 

@@ -167,12 +167,13 @@ def further_pretrain(model: nn.Module, tokenizer, texts: Sequence[str], out_dir:
             torch.manual_seed(args.seed * 1_000_003 + step)  # dropout masks: a resumed run draws the same ones
             loss = _batch_loss(model, tokenizer, batch, kind, args, generator)
             if not math.isfinite(float(loss.detach())):
-                raise TrainingError(f"The {method} loss became {float(loss.detach())} at step {step}; lower --learning-rate.")
+                raise TrainingError(f"The {method} loss became {float(loss.detach())} at step {step}; lower the "
+                                    f"learning rate.")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(round(float(loss), 4))
+            losses.append(round(float(loss.detach()), 4))
             if step % args.checkpoint_every == 0 or step == args.steps:
                 _save_checkpoint(out / CHECKPOINT_DIR, settings, params, optimizer, step, losses)
         deltas = {name: (param.detach().float() - originals[name].float()) for name, param in params.items()}
