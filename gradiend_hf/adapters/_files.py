@@ -7,7 +7,6 @@ Representation and SelfDebias adapters save like delta adapters (`adapter_config
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from torch import nn
 
 from ..errors import AdapterLoadError, GradiendConfigError
 from .base_model import base_fingerprint
-from .configuration import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+from .configuration import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, config_from_dict
 
 MODEL_CARD_NAME = "README.md"
 ADAPTER_LOADERS = {
@@ -32,17 +31,6 @@ ADAPTER_LOADERS = {
 """Every adapter type gradiend_hf writes, with the loader that reads it (`gradiend_hf.load_adapter` reads all)."""
 
 ConfigT = TypeVar("ConfigT")
-
-
-def config_from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
-    """Build a config dataclass from a dict, refusing unknown keys with a "did you mean" hint."""
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
-            hint = f" Did you mean `{close[0]}`?" if close else ""
-            raise GradiendConfigError(f"{cls.__name__} got an unknown key `{key}`.{hint}")
-    return cls(**data)
 
 
 def read_adapter_config(folder: str | Path, cls: type[ConfigT], *, adapter_type: str, what: str) -> ConfigT:
@@ -148,7 +136,6 @@ __all__ = [
     "ADAPTER_LOADERS",
     "MODEL_CARD_NAME",
     "adapter_folder",
-    "config_from_dict",
     "config_json",
     "read_adapter_config",
     "render_card",

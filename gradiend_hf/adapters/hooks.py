@@ -6,8 +6,9 @@ Registering is all-or-nothing (a failure removes the hooks already registered), 
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -90,6 +91,51 @@ def applied_hooks(model: nn.Module) -> list[_HookEntry]:
     return list(_active.get(model, []))
 
 
+class HookAdapter:
+    """What the hook-based adapter kinds share: switching off, the context manager, and pushing to the Hub.
+
+    A subclass implements `enable(model, **options) -> HookHandle`, `save_pretrained(folder, model_card=...)` and
+    `model_card(repo_id)`.
+    """
+
+    commit_message = "Upload adapter"
+
+    def enable(self, model: nn.Module, **options: Any) -> HookHandle:
+        raise NotImplementedError
+
+    def disable(self, model: nn.Module) -> int:
+        """Switch off every application of this adapter on `model`; returns how many there were."""
+        return remove_hooks(model, lambda entry: entry.owner is self)
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module, **options: Any) -> Iterator[nn.Module]:
+        """Context manager: on inside the block (options as for `enable`), off afterwards, also after an exception.
+
+        The handle is acquired before the `try`, so a failing `enable` leaves no hook behind either.
+        """
+        handle = self.enable(model, **options)
+        try:
+            yield model
+        finally:
+            handle.remove()
+
+    def is_applied(self, model: nn.Module) -> bool:
+        """Whether this adapter is on for `model`."""
+        return any(entry.owner is self for entry in applied_hooks(model))
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: bool | str | None = None, revision: str | None = None, create_pr: bool = False) -> Any:
+        """Upload the adapter's files and our card to a Hub repo (a README on the Hub that you wrote is kept)."""
+        from ..hub import push_folder_with_card
+
+        return push_folder_with_card(
+            save=lambda folder: self.save_pretrained(folder, model_card=False),  # type: ignore[attr-defined]
+            card=self.model_card(repo_id=repo_id), repo_id=repo_id,  # type: ignore[attr-defined]
+            commit_message=commit_message or self.commit_message, private=private, token=token, revision=revision,
+            create_pr=create_pr,
+        )
+
+
 def body_of(model: nn.Module) -> nn.Module:
     """The model's body (`model.base_model`: the transformer without its head), or the model itself."""
     body = getattr(model, "base_model", None)
@@ -110,4 +156,4 @@ def hidden_size_of(model: nn.Module) -> int:
     return size
 
 
-__all__ = ["HookHandle", "applied_hooks", "body_of", "hidden_size_of", "register_hooks", "remove_hooks"]
+__all__ = ["HookAdapter", "HookHandle", "applied_hooks", "body_of", "hidden_size_of", "register_hooks", "remove_hooks"]

@@ -8,11 +8,10 @@ the head would miss SEAT, and folding the map into a tied head would also change
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from ._files import (
 )
 from .base_model import check_fingerprint, fingerprint, resolve_parameters
 from .configuration import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
-from .hooks import HookHandle, applied_hooks, body_of, hidden_size_of, register_hooks, remove_hooks
+from .hooks import HookAdapter, HookHandle, body_of, hidden_size_of, register_hooks
 from .patching import applied_entries
 from .representation_configuration import (
     BIAS_KEY,
@@ -42,7 +41,7 @@ from .representation_configuration import (
 )
 
 
-class RepresentationAdapter:
+class RepresentationAdapter(HookAdapter):
     """An affine map of the final hidden states, with the toggle, file and Hub contract of `DeltaAdapter`.
 
     Build one with a debiaser (`gradiend_hf.debiasers.fit_inlp(...)`), or from a matrix with `from_affine`, then:
@@ -75,6 +74,7 @@ class RepresentationAdapter:
         self.config = config
         self.tensors = {key: tensors[key].detach().float().cpu() for key in expected}
         self.name_or_path: str | None = None
+        self.commit_message = f"Upload {config.method} representation adapter"
 
     @classmethod
     def from_affine(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -155,22 +155,6 @@ class RepresentationAdapter:
         return register_hooks(model, self, [lambda: body.register_forward_hook(hook)],
                               description=f"{self.config.method} {self._label()} scale={scale}")
 
-    def disable(self, model: nn.Module) -> int:
-        """Switch off every application of this adapter on `model`; returns how many there were."""
-        return remove_hooks(model, lambda entry: entry.owner is self)
-
-    @contextlib.contextmanager
-    def applied(self, model: nn.Module, *, scale: float = 1.0) -> Iterator[nn.Module]:
-        """Context manager: on inside the block, off afterwards (also after an exception); acquired before `try`."""
-        handle = self.enable(model, scale=scale)
-        try:
-            yield model
-        finally:
-            handle.remove()
-
-    def is_applied(self, model: nn.Module) -> bool:
-        return any(entry.owner is self for entry in applied_hooks(model))
-
     # -- save / load / Hub ---------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *, model_card: bool = True) -> Path:
         """Write `adapter_config.json`, `adapter_model.safetensors` and (unless one you wrote exists) our card."""
@@ -204,18 +188,6 @@ class RepresentationAdapter:
         """Our model card rendered from `cards/representation_adapter.md`."""
         return render_card("representation_adapter.md", self.config, repo_id=repo_id,
                            tags=["representation-adapter", f"method:{self.config.method}"])
-
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: bool | str | None = None, revision: str | None = None, create_pr: bool = False) -> Any:
-        """Upload config, weights and our card to a Hub repo (a README on the Hub that you wrote is kept)."""
-        from ..hub import push_folder_with_card
-
-        return push_folder_with_card(
-            save=lambda folder: self.save_pretrained(folder, model_card=False),
-            card=self.model_card(repo_id=repo_id), repo_id=repo_id,
-            commit_message=commit_message or f"Upload {self.config.method} representation adapter", private=private,
-            token=token, revision=revision, create_pr=create_pr,
-        )
 
     def __repr__(self) -> str:
         return (f"RepresentationAdapter({self.config.method}, hidden_size={self.config.hidden_size}, "

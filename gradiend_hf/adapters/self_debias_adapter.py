@@ -14,10 +14,9 @@ body directly is refused with an error instead of silently measuring the base mo
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from ..errors import AdapterCompatibilityError, GradiendConfigError
 from ._files import adapter_folder, config_json, read_adapter_config, render_card, write_adapter_folder
 from .base_model import check_fingerprint
 from .configuration import ADAPTER_CONFIG_NAME
-from .hooks import HookHandle, applied_hooks, body_of, register_hooks, remove_hooks
+from .hooks import HookAdapter, HookHandle, body_of, register_hooks
 
 SELF_DEBIAS_ADAPTER_TYPE = "gradiend_self_debias"
 SELF_DEBIAS_PEFT_REFUSAL = (
@@ -111,12 +110,14 @@ def self_debias_log_probs(logits: torch.Tensor, prefixed_logits: Sequence[torch.
     return torch.log(rescaled / rescaled.sum(dim=-1, keepdim=True))
 
 
-class SelfDebiasAdapter:
+class SelfDebiasAdapter(HookAdapter):
     """SelfDebias as an output-level adapter, with the toggle, file and Hub contract of the other adapters.
 
     Build one with `gradiend_hf.debiasers.self_debias(model, tokenizer, bias_type="gender")`, then
     `with adapter.applied(model): ...`. Each forward pass costs one more pass per prefix.
     """
+
+    commit_message = "Upload SelfDebias adapter"
 
     def __init__(self, config: SelfDebiasConfig):
         self.config = config
@@ -181,22 +182,6 @@ class SelfDebiasAdapter:
             registrations.append(lambda: body.register_forward_pre_hook(guard_body))
         return register_hooks(model, self, registrations, description=f"SelfDebias {self._label()}")
 
-    def disable(self, model: nn.Module) -> int:
-        """Switch off every application of this adapter on `model`; returns how many there were."""
-        return remove_hooks(model, lambda entry: entry.owner is self)
-
-    @contextlib.contextmanager
-    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
-        """Context manager: on inside the block, off afterwards (also after an exception); acquired before `try`."""
-        handle = self.enable(model)
-        try:
-            yield model
-        finally:
-            handle.remove()
-
-    def is_applied(self, model: nn.Module) -> bool:
-        return any(entry.owner is self for entry in applied_hooks(model))
-
     # -- save / load / Hub ---------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *, model_card: bool = True) -> Path:
         """Write `adapter_config.json` and (unless one you wrote exists) our card; there are no weights."""
@@ -220,18 +205,6 @@ class SelfDebiasAdapter:
     def model_card(self, repo_id: str | None = None):
         """Our model card rendered from `cards/self_debias_adapter.md`."""
         return render_card("self_debias_adapter.md", self.config, repo_id=repo_id, tags=["self-debias"])
-
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: bool | str | None = None, revision: str | None = None, create_pr: bool = False) -> Any:
-        """Upload the config and our card to a Hub repo (a README on the Hub that you wrote is kept)."""
-        from ..hub import push_folder_with_card
-
-        return push_folder_with_card(
-            save=lambda folder: self.save_pretrained(folder, model_card=False),
-            card=self.model_card(repo_id=repo_id), repo_id=repo_id,
-            commit_message=commit_message or "Upload SelfDebias adapter", private=private, token=token,
-            revision=revision, create_pr=create_pr,
-        )
 
     def __repr__(self) -> str:
         return (f"SelfDebiasAdapter({self.config.bias_type}, {len(self.config.prefixes)} prefix(es), "
