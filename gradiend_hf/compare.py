@@ -297,7 +297,9 @@ class _Comparison:
                                            neutral=min(pairs, 500), seed=self.args.seed, progress=self.args.progress)
             fit = {"inlp": fit_inlp, "sentence_debias": fit_sentence_debias, "leace": fit_leace,
                    "rlace": fit_rlace}[method]
-            adapter = fit(self.base, self.tokenizer, self.feature, data=self._data[key], progress=self.args.progress)
+            options = {"iterations": 200} if method == "rlace" and self.args.quick else {}
+            adapter = fit(self.base, self.tokenizer, self.feature, data=self._data[key], progress=self.args.progress,
+                          **options)
         adapter.save_pretrained(folder)
         return adapter
 
@@ -373,8 +375,9 @@ class _Comparison:
                    f"parameter (8 texts a step) on the feature's training texts and 1,000 neutral WikiText sentences; "
                    f"CDA adds their two-sided counterfactual swaps, Dropout raises dropout to 0.2 / 0.15.")
         projections = (f"- INLP, SentenceDebias, LEACE, RLACE: fitted on ≤ {s['max_pairs']} counterfactual pairs of "
-                       f"the feature's training texts (never benchmark data); in a combination, refitted on the "
-                       f"weight-changed model.")
+                       f"the feature's training texts (never benchmark data; RLACE at most "
+                       f"{200 if s['quick'] else 600} game steps); in a combination, refitted on the weight-changed "
+                       f"model.")
         return "\n".join([f"# Debiasing comparison: {self.feature.name} on {s['model']}", "", ranking, "",
                           f"- GRADIEND: {source}.", weights, projections,
                           "- SelfDebias: the bias type's debiasing prefix; no SEAT score (it changes no hidden state).",

@@ -99,11 +99,28 @@ def tiny_fit(bpe):
 @pytest.mark.parametrize("fit", [fit_inlp, fit_sentence_debias, fit_leace, fit_rlace])
 def test_each_method_fits_an_adapter_on_a_tiny_lm(fit, tiny_fit, bpe, tmp_path):
     model, feature, data = tiny_fit
-    adapter = fit(model, bpe, feature, data=data)
+    adapter = fit(model, bpe, feature, data=data, **({"iterations": 200} if fit is fit_rlace else {}))
     fitted = adapter.config.fit
     assert isinstance(adapter, RepresentationAdapter) and adapter.config.feature["name"] == "gender"
     assert fitted["pairs"] == 40 and fitted["probe_accuracy_before"] > fitted["probe_chance"]
     if fit is not fit_sentence_debias:  # one PCA direction need not erase what a probe uses; the others must
-        assert fitted["probe_accuracy_after"] <= fitted["probe_chance"] + 0.15
+        # 16 held-out texts (the tiny feature has 40 pairs): one probe's accuracy there varies by ±0.125 at chance
+        assert fitted["probe_accuracy_after"] <= fitted["probe_chance"] + 0.25
+        assert fitted["probe_accuracy_after"] < fitted["probe_accuracy_before"]
     loaded = RepresentationAdapter.from_pretrained(adapter.save_pretrained(tmp_path / adapter.config.method))
     assert loaded.config == adapter.config
+
+
+def test_a_masked_lm_is_fitted_the_same_way(bert, wordpiece):
+    feature = tiny_gender_feature()
+    adapter = fit_inlp(bert, wordpiece, feature, max_pairs=40)
+    fitted = adapter.config.fit
+    assert fitted["pairs"] == 40 and fitted["neutral_texts"] == 500 and fitted["with_neutral"]
+    assert fitted["probe_accuracy_after"] <= fitted["probe_chance"] + 0.25  # 16 held-out texts: see above
+    assert fitted["probe_accuracy_after"] < fitted["probe_accuracy_before"]
+    batch = wordpiece(["Mary said that [MASK] would come."], return_tensors="pt")
+    with torch.no_grad():
+        before = bert(**batch).logits
+        with adapter.applied(bert):
+            assert not torch.allclose(bert(**batch).logits, before)
+        assert torch.equal(bert(**batch).logits, before)

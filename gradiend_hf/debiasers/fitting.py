@@ -71,12 +71,17 @@ class FitData:
     """States of neutral sentences (no feature words), INLP's third class."""
 
     def classified(self, *, with_neutral: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows and labels: 0 for classes[0], 1 for classes[1] (2 for neutral when asked and present)."""
+        """Rows and labels: 0 for classes[0], 1 for classes[1] (2 for neutral when asked and present).
+
+        At most as many neutral rows as pairs are used: a larger neutral class would let a probe reach "chance"
+        (the majority rate) by calling everything neutral while the two classes stay separable.
+        """
         parts = [self.first, self.second]
         labels = [torch.zeros(len(self.first)), torch.ones(len(self.second))]
         if with_neutral and self.neutral is not None:
-            parts.append(self.neutral)
-            labels.append(torch.full((len(self.neutral),), 2.0))
+            neutral = self.neutral[:len(self.first)]
+            parts.append(neutral)
+            labels.append(torch.full((len(neutral),), 2.0))
         return torch.cat(parts), torch.cat(labels).long()
 
     def summary(self) -> dict[str, Any]:
