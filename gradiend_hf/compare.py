@@ -370,7 +370,9 @@ class _Comparison:
         ranking = (f"Variants ranked by mean proportional rank over StereoSet SS and SEAT (each metric: every variant, "
                    f"the base included, sorted worst → best, rank i/(n−1); CrowS-Pairs ranked beside, outside the "
                    f"mean). Intervals are 95 % bootstrap intervals ({s['bootstrap']} resamples); benchmark limit "
-                   f"{s['bench_limit']}, {s['lm_texts']} LM-score texts; {seconds / 60:.1f} min of benchmarking.")
+                   f"{s['bench_limit']}, {s['lm_texts']} LM-score texts; {seconds / 60:.1f} min in all (training, "
+                   f"fitting and benchmarking).")
+        times = ", ".join(f"{label(name)} {v['seconds']:.0f} s" for name, v in self.state.get("variants", {}).items())
         weights = (f"- CDA / Dropout: {s['pretrain_steps']} steps of further pre-training of every transformer-block "
                    f"parameter (8 texts a step) on the feature's training texts and 1,000 neutral WikiText sentences; "
                    f"CDA adds their two-sided counterfactual swaps, Dropout raises dropout to 0.2 / 0.15.")
@@ -381,7 +383,7 @@ class _Comparison:
         return "\n".join([f"# Debiasing comparison: {self.feature.name} on {s['model']}", "", ranking, "",
                           f"- GRADIEND: {source}.", weights, projections,
                           "- SelfDebias: the bias type's debiasing prefix; no SEAT score (it changes no hidden state).",
-                          "", ""])
+                          f"- Seconds per variant (a weight change is trained where first needed): {times}.", "", ""])
 
 
 __all__ = ["COMBINED", "METHODS", "CompareArguments", "compare", "label", "run_compare"]
