@@ -28,9 +28,12 @@ class LinearProbe:
         return float((self.predict(x) == y).float().mean())
 
 
-def train_linear_probe(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-4, max_iter: int = 100,
-                       seed: int = 0) -> LinearProbe:
-    """Fit a logistic regression to labels `y` (0 … C−1) of rows `x`; returns its weights in `x`'s own coordinates."""
+def train_linear_probe(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-4, max_iter: int = 100) -> LinearProbe:
+    """Fit a logistic regression to labels `y` (0 … C−1) of rows `x`; returns its weights in `x`'s own coordinates.
+
+    The weights start at zero (the problem is convex, so the result is deterministic); with softmax rows the loss
+    gradient sums to zero over the classes, so the rows keep summing to zero and span C − 1 directions, not C.
+    """
     x = x.detach().float()
     y = y.detach().long()
     num_classes = max(2, int(y.max()) + 1)
@@ -38,8 +41,7 @@ def train_linear_probe(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-4, ma
     scale = (x - mean).pow(2).sum(dim=1).mean().sqrt().clamp_min(1e-12) / x.shape[1] ** 0.5
     z = (x - mean) / scale
     rows = 1 if num_classes == 2 else num_classes
-    generator = torch.Generator().manual_seed(seed)
-    weight = (0.01 * torch.randn(rows, x.shape[1], generator=generator)).requires_grad_()
+    weight = torch.zeros(rows, x.shape[1], requires_grad=True)
     bias = torch.zeros(rows, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 

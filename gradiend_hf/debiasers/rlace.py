@@ -91,7 +91,7 @@ def rlace_projection(x: torch.Tensor, y: torch.Tensor, *, rank: int = 1, iterati
             if step % eval_every == 0 or step == iterations:
                 basis = _rounded(relaxed, rank)
                 projected = z @ removal_projection(basis, z.shape[1])
-                accuracy = train_linear_probe(projected[train], y[train], seed=seed).accuracy(projected[dev], y[dev])
+                accuracy = train_linear_probe(projected[train], y[train]).accuracy(projected[dev], y[dev])
                 if accuracy <= best[0]:
                     best = (accuracy, basis, step)
                 if accuracy <= chance + tolerance:
