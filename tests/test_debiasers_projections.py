@@ -44,7 +44,7 @@ def test_inlp_drives_a_linear_probe_to_chance(classes, directions):
     assert probe_accuracy(x @ projection, y) <= chance + 0.03  # a fresh probe, trained and scored on the fitted data
     assert info["removed_rank"] >= directions and max(info["dev_accuracies"][-2:]) <= info["chance"] + 0.01
     torch.testing.assert_close(projection @ projection, projection, rtol=0, atol=1e-5)  # a projection
-    assert (basis.T @ projection).norm() < 0.2  # the concept's directions are (nearly) gone: measured 0.10 for 3 classes
+    assert (basis.T @ projection).norm() < 0.2  # the concept's directions are (nearly) gone: 0.10 for 3 classes
 
 
 def test_fantope_projection_lands_in_the_fantope():
