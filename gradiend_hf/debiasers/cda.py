@@ -44,7 +44,7 @@ def train_cda(model: nn.Module, tokenizer, feature: FeatureDataset, out_dir: str
     pairs = word_pairs or list(word_pairs_for(feature.name, feature.classes))
     source = texts if texts is not None else pretraining_texts(feature)
     augmented = two_sided(source, pairs)
-    description = (f"CDA baseline: the base further pre-trained for {args.steps} steps of {args.batch_size} texts "
+    description = (f"CDA baseline: the base further pre-trained for {args.steps} step(s) of {args.batch_size} texts "
                    f"(lr {args.learning_rate}) on {len(source)} texts ({feature.name} feature texts and neutral "
                    f"WikiText) plus their {len(augmented) - len(source)} two-sided counterfactual swaps "
                    f"({len(pairs)} word pairs); ΔW = weights after − before.")
