@@ -79,8 +79,8 @@ def train_dropout(model: nn.Module, tokenizer, feature: FeatureDataset, out_dir:
     """Further pre-train with raised dropout on the same (unswapped) text as CDA and return ΔW (cached, resumable)."""
     args = args or PretrainingArguments()
     source = texts if texts is not None else pretraining_texts(feature)
-    description = (f"Dropout baseline: the base further pre-trained for {args.steps} step(s) of {args.batch_size} texts "
-                   f"(lr {args.learning_rate}) on {len(source)} texts ({feature.name} feature texts and neutral "
+    description = (f"Dropout baseline: the base further pre-trained for {args.steps} step(s) of {args.batch_size} "
+                   f"texts (lr {args.learning_rate}) on {len(source)} texts ({feature.name} feature texts and neutral "
                    f"WikiText) with dropout raised to {hidden} (hidden) / {attention} (attention); ΔW = weights after "
                    f"− before.")
     return further_pretrain(model, tokenizer, source, out_dir, args, method="dropout", description=description,
