@@ -8,8 +8,18 @@ __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel
 
-from . import adapters, benchmarks, evaluation, features
-from .adapters import DeltaAdapter, DeltaAdapterConfig, ExportReport, ParameterPatch, merge_adapters
+from . import adapters, benchmarks, debiasers, evaluation, features
+from .adapters import (
+    DeltaAdapter,
+    DeltaAdapterConfig,
+    ExportReport,
+    ParameterPatch,
+    RepresentationAdapter,
+    SelfDebiasAdapter,
+    load_adapter,
+    merge_adapters,
+)
+from .compare import CompareArguments, compare
 from .configuration_gradiend import GradiendConfig
 from .errors import (
     AdapterCompatibilityError,
@@ -52,6 +62,7 @@ __all__ = [
     "AdapterLoadError",
     "AdapterStateError",
     "BenchmarkError",
+    "CompareArguments",
     "DecoderSearchResult",
     "DeltaAdapter",
     "DeltaAdapterConfig",
@@ -73,7 +84,9 @@ __all__ = [
     "OutputExistsError",
     "ParameterPatch",
     "ParameterSelectionError",
+    "RepresentationAdapter",
     "SearchError",
+    "SelfDebiasAdapter",
     "TargetTokenizationError",
     "TrainingArguments",
     "TrainingError",
@@ -81,11 +94,14 @@ __all__ = [
     "__version__",
     "adapters",
     "benchmarks",
+    "compare",
+    "debiasers",
     "encoder_correlation",
     "evaluate_encoder",
     "evaluate_point",
     "evaluation",
     "features",
+    "load_adapter",
     "load_base_model",
     "merge_adapters",
     "search_decoder",

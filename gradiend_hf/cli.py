@@ -13,12 +13,12 @@ import sys
 import typing
 from collections.abc import Sequence
 
-from .cli_adapters import Apply, Bench, Demo, Export, Merge, Push
+from .cli_adapters import Apply, Bench, Compare, Demo, Export, Merge, Push
 from .cli_gradiend import Encode, Evaluate, Info, Models, Search, Train
 
 COMMANDS: dict[str, type] = {"models": Models, "info": Info, "train": Train, "push": Push, "evaluate": Evaluate,
                              "encode": Encode, "export": Export, "apply": Apply, "merge": Merge,
-                             "search": Search, "bench": Bench, "demo": Demo}
+                             "search": Search, "bench": Bench, "demo": Demo, "compare": Compare}
 
 EXAMPLES: dict[str, str] = {
     "models": "example:\n  gradiend models",
@@ -30,6 +30,10 @@ EXAMPLES: dict[str, str] = {
     "demo": "example:\n  gradiend demo --out runs/demo                 # gender on Gemma 3 270M, about 25 minutes\n"
             "  gradiend demo --quick --out runs/demo-quick   # a few minutes\n"
             "  gradiend demo --feature race:white,black --out runs/demo-race",
+    "compare": "example:\n  gradiend compare --model gemma-3-270m --feature gender "
+               "--gradiend-adapter runs/demo/adapter --out runs/compare\n"
+               "  gradiend compare --quick --methods gradiend inlp gradiend+inlp --out runs/cmp-quick\n"
+               "  gradiend compare --glue /path/to/glue --out runs/compare",
     "bench": "example:\n  gradiend bench --model gemma-3-270m --adapter runs/demo/adapter --bias-types gender "
              "--out runs/bench\n  gradiend bench --model smollm2-135m --suite stereoset,lm_score --limit 50",
     "export": "example:\n  gradiend export runs/gender --h -1 --alpha 0.01 --out out/debias --lora exact\n"

@@ -1,7 +1,8 @@
-"""`gradiend` subcommands about adapters and results: push, export, apply, merge, bench, and the demo."""
+"""`gradiend` subcommands about adapters and results: push, export, apply, merge, bench, the demo and the comparison."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,3 +234,42 @@ class Demo:
 
 
 __all__ = ["Apply", "Bench", "Demo", "Export", "Merge", "Push"]
+
+
+@dataclass
+class Compare:
+    """The paper's comparison: GRADIEND, CDA, Dropout, INLP, SentenceDebias, SelfDebias, LEACE, RLACE and combinations,
+    ranked by mean proportional rank over SS and SEAT (table, JSON and plot)."""
+
+    model: str = arg("base model: embedded name (see `gradiend models`), Hub id or folder", "gemma-3-270m")
+    feature: str = arg("gender | race[:a,b] | religion[:a,b] | a .csv/.jsonl file of slot examples", "gender")
+    out: str = arg("output folder (a second run with the same settings reuses finished variants)", "runs/compare")
+    methods: list[str] = arg("variants to compare (default all): gradiend cda dropout inlp sentence_debias "
+                             "self_debias leace rlace gradiend+inlp gradiend+sentence_debias cda+inlp "
+                             "cda+sentence_debias dropout+inlp dropout+sentence_debias", [], nargs="+")
+    gradiend_adapter: str | None = arg("a trained GRADIEND delta adapter (e.g. a demo's adapter/); default: train "
+                                       "one here", None)
+    quick: bool = arg("a smoke run of minutes: fewer steps, pairs, benchmark items and resamples", False)
+    bench_limit: int | None = arg("benchmark items per bias type (default all; --quick 24)", None)
+    lm_texts: int | None = arg("texts of the LM score (default 200; --quick 24)", None)
+    gradiend_steps: int | None = arg("GRADIEND training steps without --gradiend-adapter (default 100; --quick 10)",
+                                     None)
+    pretrain_steps: int | None = arg("CDA / Dropout further pre-training steps (default 200; --quick 6)", None)
+    max_pairs: int | None = arg("counterfactual pairs the projections are fitted on (default 1000; --quick 128)",
+                                None)
+    glue: str | None = arg("folder of GLUE-format dev sets (SST-2/, CoLA/, RTE/) for zero-shot accuracy", None)
+    glue_limit: int | None = arg("examples per GLUE task (default 200; --quick 16)", None)
+    bootstrap: int | None = arg("bootstrap resamples of the intervals (default 1000; --quick 200)", None)
+    seed: int = arg("seed of training, samples and bootstraps", 0)
+    overwrite: bool = arg("redo everything (empties --out first)", False)
+    quiet: bool = arg("no progress bars", False)
+
+    def run(self) -> int:
+        from .compare import CompareArguments, run_compare
+
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "quiet"}
+        path = run_compare(CompareArguments(**{**options, "methods": self.methods or None},
+                                            progress=not self.quiet))
+        print(path.read_text(encoding="utf-8"))
+        print(f"Wrote {path}, comparison.json and comparison.png in {path.parent}/")
+        return 0

@@ -115,6 +115,29 @@ def render_adapter_card(config: Any, *, repo_id: str | None = None, base_model_i
     )
 
 
+def render_hook_adapter_card(template: str, config: Any, *, repo_id: str | None = None,
+                             base_model_id: str | None = None, license: str | None = None,
+                             license_note: str | None = None, tags: list[str] | None = None) -> ModelCard:
+    """Render the card of a representation or SelfDebias adapter (`cards/<template>`) from its config."""
+    feature = config.feature or {}
+    results = config.results or {}
+    all_tags = ["gradiend", *(tags or []), *([f"feature:{feature['name']}"] if feature.get("name") else [])]
+    card_data = _card_data(results, base_model_id=base_model_id, license=license, tags=all_tags,
+                           model_name=repo_id or config.adapter_type)
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(card_template(template)),
+        repo_id=repo_id or "path/to/this/folder",
+        base_model=base_model_id,
+        base_model_name_or_path=config.base_model_name_or_path or "path/or/id/of/the/base/model",
+        config=config,
+        feature_name=feature.get("name"),
+        classes=feature.get("classes"),
+        license_note=license_note,
+        results_markdown=results.get("markdown"),
+    )
+
+
 def render_export_card(kind: str, config: Any, report: Any, *, base_model_id: str | None = None) -> str:
     """The README of a PEFT LoRA / SHiRA export (PEFT's own metadata: `library_name: peft`)."""
     feature = config.feature or {}
@@ -227,6 +250,7 @@ __all__ = [
     "download_repo_files",
     "push_folder_with_card",
     "render_adapter_card",
+    "render_hook_adapter_card",
     "render_export_card",
     "render_gradiend_card",
 ]

@@ -1,7 +1,10 @@
-"""Delta adapters: a weight update for named base parameters, toggled, merged, combined and exported to PEFT.
+"""Adapters: delta adapters (a weight update for named base parameters, toggled, merged, combined and exported to
+PEFT), representation adapters (an affine map of the body's final hidden states) and SelfDebias adapters (a rescaled
+output distribution).
 
-Generic on purpose: an adapter is `{base parameter name: ΔW}` (or a decoder direction and offset, for a dial) plus
-its config; nothing here imports GRADIEND code, so adapters load and apply without it.
+Generic on purpose: a delta adapter is `{base parameter name: ΔW}` (or a decoder direction and offset, for a dial),
+a representation adapter a matrix and a bias, each with its config; nothing here imports GRADIEND code or the
+debiasers that fit them, so adapters load and apply without either.
 """
 
 from .base_model import base_fingerprint, describe_modules, fingerprint, resolve_parameters
@@ -13,6 +16,8 @@ from .configuration import (
     DeltaAdapterConfig,
 )
 from .delta_adapter import DeltaAdapter, decoded_update
+from .hooks import HookHandle
+from .loading import Adapter, load_adapter
 from .merging import MERGE_METHODS, merge_adapters
 from .patching import (
     DeltaHandle,
@@ -26,6 +31,9 @@ from .patching import (
 )
 from .peft_check import check_peft_folder, load_peft_export
 from .peft_export import ExportReport, export_lora, export_shira
+from .representation_adapter import RepresentationAdapter
+from .representation_configuration import REPRESENTATION_ADAPTER_TYPE, RepresentationAdapterConfig
+from .self_debias_adapter import SELF_DEBIAS_ADAPTER_TYPE, SelfDebiasAdapter, SelfDebiasConfig, self_debias_log_probs
 
 __all__ = [
     "ADAPTER_CONFIG_NAME",
@@ -33,12 +41,20 @@ __all__ = [
     "ADAPTER_WEIGHTS_NAME",
     "MERGE_METHODS",
     "PEFT_TYPE_REFUSAL",
+    "REPRESENTATION_ADAPTER_TYPE",
+    "SELF_DEBIAS_ADAPTER_TYPE",
+    "Adapter",
     "DeltaAdapter",
     "DeltaAdapterConfig",
     "DeltaHandle",
     "ExportReport",
+    "HookHandle",
     "ParameterPatch",
     "RoundingLoss",
+    "RepresentationAdapter",
+    "RepresentationAdapterConfig",
+    "SelfDebiasAdapter",
+    "SelfDebiasConfig",
     "applied_entries",
     "apply_delta",
     "base_fingerprint",
@@ -49,9 +65,11 @@ __all__ = [
     "export_shira",
     "fingerprint",
     "load_peft_export",
+    "load_adapter",
     "merge_adapters",
     "original_tensors",
     "remove_deltas",
     "resolve_changes",
     "resolve_parameters",
+    "self_debias_log_probs",
 ]

@@ -8,7 +8,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import AdapterLoadError, GradiendConfigError
 
@@ -25,6 +25,20 @@ KeyError that carries this sentence (instead of misreading the tensors)."""
 DIRECTION_PREFIX = "direction/"
 OFFSET_PREFIX = "offset/"
 """Tensor keys of a dial adapter: the decoder's direction W_d and offset b_d per base parameter."""
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
+    """Build a config dataclass from a dict, refusing unknown keys with a "did you mean" hint."""
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise GradiendConfigError(f"{cls.__name__} got an unknown key `{key}`.{hint}")
+    return cls(**data)
 
 
 @dataclass
@@ -159,13 +173,7 @@ class DeltaAdapterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeltaAdapterConfig:
         """Build a config from a dict, refusing unknown keys with a "did you mean" hint."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in fields:
-                close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
-                hint = f" Did you mean `{close[0]}`?" if close else ""
-                raise GradiendConfigError(f"DeltaAdapterConfig got an unknown key `{key}`.{hint}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> DeltaAdapterConfig:
@@ -181,8 +189,11 @@ class DeltaAdapterConfig:
         data = read_config_json(path, what="delta adapter", error_class=AdapterLoadError)
         if data.get("adapter_type") != ADAPTER_TYPE:
             kind = data.get("peft_type")
+            other = data.get("adapter_type")
             advice = (f"it is a PEFT `{kind}` adapter: load it with `peft.PeftModel.from_pretrained(base, path)`"
-                      if kind else "it is not a gradiend_hf delta adapter")
+                      if kind and not other else "it is not a gradiend_hf delta adapter")
+            if isinstance(other, str) and other.startswith("gradiend_"):
+                advice = f"it is a `{other}` adapter: load it with `gradiend_hf.load_adapter`"
             raise AdapterLoadError(f"`{folder}` cannot be loaded as a delta adapter: {advice}.")
         try:
             return cls.from_dict(data)
@@ -217,4 +228,5 @@ __all__ = [
     "OFFSET_PREFIX",
     "PEFT_TYPE_REFUSAL",
     "DeltaAdapterConfig",
+    "config_from_dict",
 ]

@@ -13,6 +13,7 @@ from gradiend_hf.benchmarks.crows_pairs import (
     crows_pairs_score,
     load_crows_pairs,
 )
+from gradiend_hf.benchmarks.glue import GLUE_TASKS, glue_zero_shot, load_glue
 from gradiend_hf.benchmarks.lm_score import LMScoreResult, default_lm_texts, lm_score
 from gradiend_hf.benchmarks.paired import PairedDifference, paired_differences
 from gradiend_hf.benchmarks.report import METRIC_INFO, compare_reports, plot_reports
@@ -45,6 +46,7 @@ __all__ = [
     "CROWS_BIAS_TYPES",
     "DEFAULT_SEAT_TESTS",
     "LM_SCORE",
+    "GLUE_TASKS",
     "METRIC_INFO",
     "SEAT_BIAS_TYPES",
     "SEAT_TESTS",
@@ -68,8 +70,10 @@ __all__ = [
     "crows_pairs_score",
     "default_lm_texts",
     "effect_size",
+    "glue_zero_shot",
     "lm_score",
     "load_crows_pairs",
+    "load_glue",
     "load_seat_tests",
     "load_stereoset",
     "p_value",
