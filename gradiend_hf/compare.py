@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .errors import OutputExistsError, SearchError
+from .errors import FeatureDataError, OutputExistsError, SearchError, TargetTokenizationError
 from .zoo import DEFAULT_MODEL
 
 STATE_NAME = "compare_state.json"
@@ -263,17 +263,22 @@ class _Comparison:
         GradiendTrainer(model, self.base, self.tokenizer, self.feature, training).train()
         grid = {"h_values": [-1.0, -0.5, 0.0, 0.5, 1.0], "alphas": [-0.05, -0.01, -1e-3, 1e-3, 0.01, 0.05]} \
             if self.args.quick else {}
-        result = search_decoder(model, self.base, self.tokenizer, self.feature, split="validation",
-                                progress=self.args.progress, seed=self.args.seed, **grid)
+        options = {"split": "validation", "progress": self.args.progress, "seed": self.args.seed, **grid}
+        try:  # the transfer task where the built-in words fit this tokenizer, as the demo's "auto"
+            result = search_decoder(model, self.base, self.tokenizer, self.feature, on="transfer", **options)
+        except (FeatureDataError, TargetTokenizationError):
+            result = search_decoder(model, self.base, self.tokenizer, self.feature, on="feature", **options)
         best = result.best("balanced")
-        if best.is_base:  # no edit beat the base: take the most balanced edit, as the demo does, and say so
-            candidates = [p for p in result.points if p.indices and not p.is_base]
+        if best.is_base:  # no edit beat the base: the fallback (LM kept), else the most balanced edit, and say so
+            fallback = result.fallback("balanced")
+            candidates = [fallback] if fallback is not None else \
+                [p for p in result.points if p.indices and not p.is_base]
             if not candidates:
                 raise SearchError("The GRADIEND decoder search scored no edit; pass --gradiend-adapter instead.")
             best = max(candidates, key=lambda p: p.indices["balanced"])
         adapter = model.to_adapter(h=best.h, alpha=best.alpha, base_model=self.base, description=(
-            f"GRADIEND for {self.feature.name}: h = {best.h}, α = {best.alpha}, the most balanced point of the "
-            f"decoder search ({self.settings['gradiend_steps']} training steps)."))
+            f"GRADIEND for {self.feature.name}: h = {best.h}, α = {best.alpha}, the best point ({result.on} texts) "
+            f"of the decoder search ({self.settings['gradiend_steps']} training steps)."))
         adapter.save_pretrained(folder / "adapter")
         self.state["weights"]["gradiend"] = {"done": True, "h": best.h, "alpha": best.alpha}
         _save_state(self.out, self.state)
