@@ -265,7 +265,7 @@ def _plot_frontier(root: Path, bias: str) -> None:
                            paired.get(("seat", bias, "mean_abs_effect_size"), {}).get("base")))
         if not points:
             continue
-        points.sort()
+        points.sort(key=lambda p: abs(p[0]))  # along the sweep, from the base outward
         figure, axes = plt.subplots(1, 2, figsize=(10, 4))
         for axis, k, label, ideal, base_k in ((axes[0], 2, "StereoSet SS (→ 50)", 50, 5),
                                               (axes[1], 3, "SEAT mean |d| (→ 0)", 0, 6)):
