@@ -9,6 +9,7 @@ For one feature and base model, each step writes into `--out/<feature>/` and is 
     python benchmarks/debias_evidence.py bench  --params down_proj --criterion transfer   # base is run once
     python benchmarks/debias_evidence.py frontier --params down_proj --criterion transfer --alphas 0.05 0.1 0.5 1
     python benchmarks/debias_evidence.py table                                # Markdown table + frontier plot
+    python benchmarks/debias_evidence.py collect                              # results -> benchmarks/evidence/
 
 Criteria: `transfer` = `search_decoder(on="transfer")` with its defaults (the paper's BPI on transfer validation
 texts, LM score >= 0.99 x base); `feature` = `search_decoder(on="feature", lm_policy="relative")` (the balanced
@@ -285,9 +286,28 @@ def _plot_frontier(root: Path, bias: str) -> None:
         print(f"wrote {folder / 'frontier.png'}")
 
 
+def collect(args) -> None:
+    """Copy the results (JSON, Markdown, CSV, plots) into `benchmarks/evidence/`, for the record: no model weights,
+    no per-example score files, one search heatmap (the chosen configuration's is the one README shows)."""
+    import shutil
+
+    root = _folder(args)
+    target = HERE / "evidence" / root.name
+    suffixes = {".json", ".jsonl", ".md", ".csv", ".png"}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if (not path.is_file() or path.suffix not in suffixes or "seed-" in str(relative)
+                or relative.name == "search.json" or (relative.name == "search_heatmap.png"
+                                                      and "paper/transfer" not in relative.as_posix())):
+            continue
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target / relative)
+    print(f"copied the results of {root} to {target}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["train", "search", "bench", "frontier", "table"])
+    parser.add_argument("step", choices=["train", "search", "bench", "frontier", "table", "collect"])
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--feature", default="gender")
     parser.add_argument("--params", choices=list(PARAMS), default="down_proj")
@@ -298,7 +318,8 @@ def main(argv=None) -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5, 1.0])
     parser.add_argument("--out", default=str(HERE.parent / "runs" / "evidence"))
     args = parser.parse_args(argv)
-    {"train": train, "search": search, "bench": bench, "frontier": frontier, "table": table}[args.step](args)
+    {"train": train, "search": search, "bench": bench, "frontier": frontier, "table": table,
+     "collect": collect}[args.step](args)
 
 
 if __name__ == "__main__":
