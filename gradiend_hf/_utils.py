@@ -140,3 +140,18 @@ def empty_output_dir(folder: str | Path, *, overwrite: bool, what: str, remove: 
     if remove and folder.is_dir() and any(folder.iterdir()):
         remove_our_outputs(folder, what=what)
     return folder
+
+
+def save_figure(figure: Any, png_path: str | Path, *, title: str | None = None, dpi: int = 120) -> Path:
+    """Title, tighten, write and close a matplotlib figure (closed, so long runs do not pile figures up)."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(png_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
+

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._utils import save_figure
 from .benchmarks import BenchmarkReport, Score
 from .benchmarks.glue import GLUE_TASKS
 from .benchmarks.suite import SUITES
@@ -173,14 +174,7 @@ def plot_comparison(rows: list[ComparisonRow], png_path: str | Path, *, title: s
     right.axvline(50, color="black", linestyle="--", linewidth=0.8)
     right.set(xlabel="StereoSet SS (→ 50)", ylabel="SEAT mean |d| (→ 0)")
     right.grid(alpha=0.3)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    path = Path(png_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, png_path, title=title)
 
 
 __all__ = ["IN_MEAN", "LM_SUITE", "RANKED", "ComparisonRow", "comparison_markdown", "plot_comparison",

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradiend_hf._utils import save_figure
 from gradiend_hf.benchmarks.score import Score
 from gradiend_hf.benchmarks.suite import BenchmarkReport
 from gradiend_hf.errors import BenchmarkError
@@ -173,11 +174,4 @@ def plot_reports(
     for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=8)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    path = Path(png_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, png_path, title=title)
