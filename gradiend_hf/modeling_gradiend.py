@@ -15,11 +15,11 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_gradiend import GradiendConfig
-from .gradiend_files import SAFETENSORS_INDEX_FILE, download_checkpoint, verify_checkpoint
-from .errors import ParameterSelectionError
 from .adapters import DeltaAdapter, base_fingerprint, describe_modules
-from .adapters.base_model import check_fingerprint
+from .adapters.fingerprints import check_fingerprint
+from .configuration_gradiend import GradiendConfig
+from .errors import ParameterSelectionError
+from .gradiend_files import SAFETENSORS_INDEX_FILE, download_checkpoint, verify_checkpoint
 from .gradients import GradientEngine, select_parameters
 
 MODEL_CARD_NAME = "README.md"

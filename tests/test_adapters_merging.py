@@ -114,7 +114,7 @@ def test_merged_adapter_applies_like_the_weighted_sum(two, llama):
 def test_fingerprints_are_compared_only_over_the_same_parameters(two, llama):
     import warnings
 
-    from gradiend_hf.adapters.base_model import base_fingerprint
+    from gradiend_hf.adapters.fingerprints import base_fingerprint
 
     a, b = two  # same base, different parameter sets: their fingerprints differ but the base is one
     with warnings.catch_warnings():

@@ -125,7 +125,7 @@ import threading  # noqa: E402
 import warnings  # noqa: E402
 
 from gradiend_hf.adapters import DeltaAdapter, base_fingerprint, remove_deltas, resolve_changes  # noqa: E402
-from gradiend_hf.adapters import base_model as base_model_module  # noqa: E402
+from gradiend_hf.adapters import fingerprints as fingerprints_module  # noqa: E402
 from gradiend_hf.adapters import patching  # noqa: E402
 from gradiend_hf.errors import AdapterStateError  # noqa: E402
 
@@ -286,13 +286,13 @@ def test_an_update_that_rounds_away_in_bf16_is_reported(bpe):
 
 def test_toggling_does_not_rehash_but_a_real_change_does(llama, monkeypatch):
     calls = {"n": 0}
-    real = base_model_module.fingerprint
+    real = fingerprints_module.fingerprint
 
     def counting(tensors):
         calls["n"] += 1
         return real(tensors)
 
-    monkeypatch.setattr(base_model_module, "fingerprint", counting)
+    monkeypatch.setattr(fingerprints_module, "fingerprint", counting)
     adapter = DeltaAdapter.from_deltas(_deltas(llama, 0), base_model=llama)  # records the fingerprint: 1 hash
     for _ in range(5):
         with adapter.applied(llama):  # each enable checks the fingerprint

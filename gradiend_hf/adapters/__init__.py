@@ -7,7 +7,7 @@ a representation adapter a matrix and a bias, each with its config; nothing here
 debiasers that fit them, so adapters load and apply without either.
 """
 
-from .base_model import base_fingerprint, describe_modules, fingerprint, resolve_parameters
+from .base_model import describe_modules, resolve_parameters
 from .configuration import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_TYPE,
@@ -16,6 +16,7 @@ from .configuration import (
     DeltaAdapterConfig,
 )
 from .delta_adapter import DeltaAdapter, decoded_update
+from .fingerprints import base_fingerprint, fingerprint
 from .hooks import HookHandle
 from .loading import Adapter, load_adapter
 from .merging import MERGE_METHODS, merge_adapters
@@ -33,7 +34,12 @@ from .peft_check import check_peft_folder, load_peft_export
 from .peft_export import ExportReport, export_lora, export_shira
 from .representation_adapter import RepresentationAdapter
 from .representation_configuration import REPRESENTATION_ADAPTER_TYPE, RepresentationAdapterConfig
-from .self_debias_adapter import SELF_DEBIAS_ADAPTER_TYPE, SelfDebiasAdapter, SelfDebiasConfig, self_debias_log_probs
+from .self_debias_adapter import (
+    SELF_DEBIAS_ADAPTER_TYPE,
+    SelfDebiasAdapter,
+    SelfDebiasConfig,
+    self_debias_log_probs,
+)
 
 __all__ = [
     "ADAPTER_CONFIG_NAME",

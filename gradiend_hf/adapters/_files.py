@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import AdapterLoadError, GradiendConfigError
-from .base_model import base_fingerprint
 from .configuration import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, config_from_dict
+from .fingerprints import base_fingerprint
 
 MODEL_CARD_NAME = "README.md"
 ADAPTER_LOADERS = {

@@ -21,7 +21,7 @@ from torch import nn
 
 from .._utils import read_safetensors_header
 from ..errors import AdapterCompatibilityError, AdapterLoadError
-from .base_model import base_fingerprint, check_fingerprint, describe_modules, resolve_parameters
+from .base_model import describe_modules, resolve_parameters
 from .configuration import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
@@ -29,6 +29,7 @@ from .configuration import (
     OFFSET_PREFIX,
     DeltaAdapterConfig,
 )
+from .fingerprints import base_fingerprint, check_fingerprint
 from .patching import DeltaHandle, OnChange, applied_entries, apply_delta, remove_deltas
 
 MODEL_CARD_NAME = "README.md"

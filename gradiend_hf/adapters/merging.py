@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import AdapterCompatibilityError
-from .base_model import check_fingerprint
 from .delta_adapter import DeltaAdapter
+from .fingerprints import check_fingerprint
 
 MergeMethod = Literal["sum", "ties", "dare", "dare_linear", "dare_ties", "magnitude_prune"]
 MERGE_METHODS: tuple[str, ...] = ("sum", "ties", "dare", "dare_linear", "dare_ties", "magnitude_prune")

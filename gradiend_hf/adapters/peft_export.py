@@ -33,7 +33,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from safetensors.torch import load_file
@@ -41,11 +41,24 @@ from torch import nn
 
 from ..errors import AdapterExportError
 from .base_model import describe_modules, named_parameters_with_aliases
+from .configuration import DeltaAdapterConfig
 from .patching import original_tensors
 from .peft_check import DEFAULT_SAMPLE_TEXTS, PEFT_PREFIX, PEFT_WEIGHTS_NAME, check_export_logits
 
-if TYPE_CHECKING:
-    from .delta_adapter import DeltaAdapter
+
+class ExportableDelta(Protocol):
+    """What an export reads of a `DeltaAdapter` (a protocol, so this module does not import the adapter class that
+    calls it)."""
+
+    config: DeltaAdapterConfig
+
+    @property
+    def param_names(self) -> list[str]: ...
+
+    def delta(self, *, h: float | Sequence[float] | None = None, alpha: float | None = None,
+              scale: float = 1.0) -> dict[str, torch.Tensor]: ...
+
+    def check_base_model(self, base_model: nn.Module) -> dict[str, nn.Parameter]: ...
 
 LINEAR_TYPES = frozenset({"Linear", "Conv1D", "NonDynamicallyQuantizableLinear"})
 """Module classes whose weight PEFT's LoRA / SHiRA can carry (GPT-2's Conv1D stores its weight transposed)."""
@@ -124,7 +137,7 @@ class _Plan:
     """Canonical embedding module -> the other modules (LM heads) that share its weight."""
 
 
-def _prepare(adapter: DeltaAdapter, save_directory: str | os.PathLike, base_model: nn.Module | None,
+def _prepare(adapter: ExportableDelta, save_directory: str | os.PathLike, base_model: nn.Module | None,
              overwrite: bool, **knobs: Any) -> _Plan:
     from ..atomic_io import check_output_dir
 
@@ -249,7 +262,7 @@ def _read_back(path: Path, plan: _Plan, base_model: nn.Module | None) -> dict[st
 
 
 def _finish(plan: _Plan, report: ExportReport, tensors: Mapping[str, torch.Tensor], peft_config: Any,
-            adapter: DeltaAdapter, base_model: nn.Module | None, tokenizer: Any,
+            adapter: ExportableDelta, base_model: nn.Module | None, tokenizer: Any,
             sample_texts: Sequence[str] | None) -> ExportReport:
     """Stage the files, read them back, load them with PEFT, and swap the folder in only if all that holds: files
     that carry the update exactly (read-back error ≤ 1e-6, nothing left out) must give PEFT the same logits."""
@@ -285,7 +298,7 @@ def _finish(plan: _Plan, report: ExportReport, tensors: Mapping[str, torch.Tenso
     return report
 
 
-def _base_id(adapter: DeltaAdapter) -> str | None:
+def _base_id(adapter: ExportableDelta) -> str | None:
     from ..zoo import hub_id_for
 
     base = adapter.config.base_model_name_or_path
@@ -324,7 +337,7 @@ def _check_rank(rank: str | int | float) -> None:
         raise AdapterExportError(f"An energy `rank` must be a fraction in (0, 1] (e.g. 0.99), got {rank}.")
 
 
-def export_lora(adapter: DeltaAdapter, save_directory: str | os.PathLike, *, rank: str | int | float = "exact",
+def export_lora(adapter: ExportableDelta, save_directory: str | os.PathLike, *, rank: str | int | float = "exact",
                 pure: bool = False, base_model: nn.Module | None = None, tokenizer: Any = None,
                 sample_texts: Sequence[str] | None = None, scale: float = 1.0,
                 h: float | Sequence[float] | None = None, alpha: float | None = None,
@@ -442,7 +455,7 @@ def _in_features(base_model: nn.Module | None, module: str) -> int:
 
 
 # -- SHiRA -------------------------------------------------------------------------------------------------------------
-def export_shira(adapter: DeltaAdapter, save_directory: str | os.PathLike, *, r: int = 32, pure: bool = False,
+def export_shira(adapter: ExportableDelta, save_directory: str | os.PathLike, *, r: int = 32, pure: bool = False,
                  base_model: nn.Module | None = None, tokenizer: Any = None,
                  sample_texts: Sequence[str] | None = None, scale: float = 1.0,
                  h: float | Sequence[float] | None = None, alpha: float | None = None,

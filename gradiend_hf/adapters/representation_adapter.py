@@ -29,8 +29,9 @@ from ._files import (
     whole_model_fingerprint,
     write_adapter_folder,
 )
-from .base_model import check_fingerprint, fingerprint, resolve_parameters
+from .base_model import resolve_parameters
 from .configuration import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+from .fingerprints import check_fingerprint, fingerprint
 from .hooks import HookAdapter, HookHandle, body_of, hidden_size_of, register_hooks
 from .patching import applied_entries
 from .representation_configuration import (

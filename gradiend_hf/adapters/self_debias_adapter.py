@@ -26,8 +26,8 @@ from torch import nn
 
 from ..errors import AdapterCompatibilityError, GradiendConfigError
 from ._files import adapter_folder, config_json, read_adapter_config, render_card, write_adapter_folder
-from .base_model import check_fingerprint
 from .configuration import ADAPTER_CONFIG_NAME
+from .fingerprints import check_fingerprint
 from .hooks import HookAdapter, HookHandle, body_of, register_hooks
 
 SELF_DEBIAS_ADAPTER_TYPE = "gradiend_self_debias"
