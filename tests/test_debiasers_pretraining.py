@@ -71,10 +71,10 @@ def test_dropout_is_raised_while_training_and_restored(llama, gpt2, bert, bpe, w
     with raised_dropout(gpt2) as changed:
         assert gpt2.transformer.h[0].attn.attn_dropout.p == 0.15 and gpt2.transformer.h[0].mlp.dropout.p == 0.2
     assert changed["dropout_modules"] > 0 and gpt2.transformer.h[0].mlp.dropout.p == 0.1
-    with raised_dropout(llama) as changed:  # no hidden dropout modules: block-output hooks
+    with raised_dropout(llama) as changed:  # no hidden dropout modules: hooks on attention and MLP outputs
         assert llama.model.layers[0].self_attn.attention_dropout == 0.15
-    assert changed["block_output_hooks"] == 2 and llama.model.layers[0].self_attn.attention_dropout == 0.0
-    assert not llama.model.layers[0]._forward_hooks
+    assert changed["sublayer_output_hooks"] == 4 and llama.model.layers[0].self_attn.attention_dropout == 0.0
+    assert not any(m._forward_hooks for m in llama.modules())
     before = _snapshot(bert)
     adapter = train_dropout(bert, wordpiece, tiny_gender_feature(), tmp_path / "dropout", PretrainingArguments(**ARGS))
     assert _same(bert, before) and adapter.norm() > 0 and "dropout raised to 0.2" in adapter.config.description
@@ -85,3 +85,21 @@ def test_a_model_with_a_delta_applied_is_refused(llama, bpe, tmp_path):
     with delta.applied(llama), pytest.raises(TrainingError, match="switch them off"):
         train_cda(llama, bpe, tiny_gender_feature(), tmp_path / "cda", PretrainingArguments(**ARGS))
     assert not (tmp_path / "cda").exists()
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_hidden_dropout_drops_what_sublayers_add_never_the_residual_stream(name, bpe):
+    """With hidden dropout 1, every sublayer's contribution is dropped: each block passes its input through
+    unchanged (dropout on the residual stream itself would zero it instead)."""
+    from tiny_models import tiny_gemma3, tiny_llama
+
+    model = (tiny_llama if name == "llama" else tiny_gemma3)(len(bpe))
+    ids = torch.tensor([[3, 17, 42, 9, 5]])
+    with raised_dropout(model, hidden=1.0, attention=0.0) as changed:
+        model.train()
+        states = model.model(input_ids=ids, output_hidden_states=True).hidden_states
+        model.eval()
+    assert changed["sublayer_output_hooks"] == 4
+    torch.testing.assert_close(states[1], states[0], rtol=0, atol=0)
+    eval_states = model.model(input_ids=ids, output_hidden_states=True).hidden_states  # hooks gone
+    assert not torch.equal(eval_states[1], eval_states[0])

@@ -2,8 +2,10 @@
 
 Dropout is raised to 0.2 on hidden states and 0.15 on attention probabilities (Webster et al.'s BERT values): every
 `nn.Dropout` is set (attention-probability dropouts by name: `*.self.dropout`, `*attn_dropout`), every attention
-module's float `attention_dropout` too; a model without hidden-state dropout modules (Llama, Gemma) gets dropout on
-each transformer block's output by a forward hook while training. Everything is restored afterwards.
+module's float `attention_dropout` too. A model without hidden-state dropout modules (Llama, Gemma) gets it where BERT
+and GPT-2 have it, by forward hooks while training: on what each sublayer adds to the residual stream (the attention
+and MLP outputs; Gemma's post-attention and post-feed-forward norms), never on the residual stream itself, which
+dropout at every block would wreck. Everything is restored afterwards.
 """
 
 from __future__ import annotations
@@ -35,6 +37,25 @@ def _blocks(model: nn.Module) -> nn.ModuleList | None:
     return max(lists, key=len) if lists else None
 
 
+_SANDWICH_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm")  # Gemma 2/3: output norms of sublayers
+_SUBLAYERS = ("self_attn", "attn", "attention", "self_attention", "mlp", "feed_forward", "ffn")
+
+
+def residual_writers(block: nn.Module) -> list[nn.Module]:
+    """The modules whose outputs a block adds to its residual stream (where BERT / GPT-2 apply hidden dropout).
+
+    Raises:
+        ValueError: the block has none of the known sublayer names.
+    """
+    children = dict(block.named_children())
+    names = _SANDWICH_NORMS if all(n in children for n in _SANDWICH_NORMS) else \
+        [n for n in _SUBLAYERS if n in children]
+    if not names:
+        raise ValueError(f"Cannot place hidden dropout in {type(block).__name__}: expected sublayers named one of "
+                         f"{list(_SUBLAYERS)}, found {sorted(children)}. Add dropout modules to the model instead.")
+    return [children[n] for n in names]
+
+
 @contextlib.contextmanager
 def raised_dropout(model: nn.Module, *, hidden: float = HIDDEN_DROPOUT,
                    attention: float = ATTENTION_DROPOUT) -> Iterator[dict[str, Any]]:
@@ -52,9 +73,10 @@ def raised_dropout(model: nn.Module, *, hidden: float = HIDDEN_DROPOUT,
         hidden_modules = sum(1 for m, attr, _ in changed if attr == "p")
         blocks = _blocks(model) if hidden_modules == 0 else None
         for block in blocks or []:
-            handles.append(block.register_forward_hook(_output_dropout(hidden)))
+            for writer in residual_writers(block):
+                handles.append(writer.register_forward_hook(_output_dropout(hidden)))
         yield {"dropout_modules": hidden_modules, "attention_modules": len(changed) - hidden_modules,
-               "block_output_hooks": len(handles), "hidden": hidden, "attention": attention}
+               "sublayer_output_hooks": len(handles), "hidden": hidden, "attention": attention}
     finally:
         for handle in handles:
             handle.remove()
@@ -88,4 +110,4 @@ def train_dropout(model: nn.Module, tokenizer, feature: FeatureDataset, out_dir:
                             context=lambda m: raised_dropout(m, hidden=hidden, attention=attention))
 
 
-__all__ = ["ATTENTION_DROPOUT", "HIDDEN_DROPOUT", "raised_dropout", "train_dropout"]
+__all__ = ["ATTENTION_DROPOUT", "HIDDEN_DROPOUT", "raised_dropout", "residual_writers", "train_dropout"]
