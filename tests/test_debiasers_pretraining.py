@@ -7,9 +7,10 @@ import torch
 
 import gradiend_hf as gh
 from gradiend_hf.debiasers import PretrainingArguments, raised_dropout, train_cda, train_dropout
+from gradiend_hf.debiasers.dropout import residual_writers
 from gradiend_hf.debiasers.pretraining import CHECKPOINT_DIR, further_pretrain
 from gradiend_hf.errors import TrainingError
-from tiny_models import tiny_gender_feature
+from tiny_models import tiny_gemma3, tiny_gender_feature, tiny_llama
 
 ARGS = {"steps": 4, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 2, "progress": False}
 
@@ -91,8 +92,6 @@ def test_a_model_with_a_delta_applied_is_refused(llama, bpe, tmp_path):
 def test_hidden_dropout_drops_what_sublayers_add_never_the_residual_stream(name, bpe):
     """With hidden dropout 1, every sublayer's contribution is dropped: each block passes its input through
     unchanged (dropout on the residual stream itself would zero it instead)."""
-    from tiny_models import tiny_gemma3, tiny_llama
-
     model = (tiny_llama if name == "llama" else tiny_gemma3)(len(bpe))
     ids = torch.tensor([[3, 17, 42, 9, 5]])
     with raised_dropout(model, hidden=1.0, attention=0.0) as changed:
@@ -103,3 +102,8 @@ def test_hidden_dropout_drops_what_sublayers_add_never_the_residual_stream(name,
     torch.testing.assert_close(states[1], states[0], rtol=0, atol=0)
     eval_states = model.model(input_ids=ids, output_hidden_states=True).hidden_states  # hooks gone
     assert not torch.equal(eval_states[1], eval_states[0])
+
+
+def test_a_block_without_known_sublayers_is_refused_in_one_line():
+    with pytest.raises(TrainingError, match="expected sublayers named one of"):
+        residual_writers(torch.nn.Sequential(torch.nn.Linear(2, 2)))

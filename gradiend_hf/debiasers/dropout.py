@@ -19,6 +19,7 @@ from torch import nn
 
 from ..adapters import DeltaAdapter
 from ..adapters.hooks import body_of
+from ..errors import TrainingError
 from ..features import FeatureDataset
 from .cda import pretraining_texts
 from .pretraining import PretrainingArguments, further_pretrain
@@ -45,14 +46,15 @@ def residual_writers(block: nn.Module) -> list[nn.Module]:
     """The modules whose outputs a block adds to its residual stream (where BERT / GPT-2 apply hidden dropout).
 
     Raises:
-        ValueError: the block has none of the known sublayer names.
+        TrainingError: the block has none of the known sublayer names.
     """
     children = dict(block.named_children())
     names = _SANDWICH_NORMS if all(n in children for n in _SANDWICH_NORMS) else \
         [n for n in _SUBLAYERS if n in children]
     if not names:
-        raise ValueError(f"Cannot place hidden dropout in {type(block).__name__}: expected sublayers named one of "
-                         f"{list(_SUBLAYERS)}, found {sorted(children)}. Add dropout modules to the model instead.")
+        raise TrainingError(f"Cannot place hidden dropout in {type(block).__name__}: expected sublayers named one "
+                            f"of {list(_SUBLAYERS)}, found {sorted(children)}. Add dropout modules to the model "
+                            f"instead.")
     return [children[n] for n in names]
 
 
