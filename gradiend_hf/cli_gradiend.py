@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli_support import arg, feature_for, load_base, load_base_for, parse_grid
+from .cli_support import arg, feature_for, load_base, load_base_for, parse_grid, relaunch_with_torchrun
 
 @dataclass
 class Models:
@@ -80,6 +81,10 @@ class Train:
     source: str = arg("encoder input: factual | counterfactual | diff", "factual")
     dtype: str = arg("base model dtype", "float32")
     mixed_precision: str = arg("no | bf16 | fp16 autocast of the base model (GPUs)", "no")
+    num_processes: int = arg("train in this many processes (started with torchrun; gloo on CPUs); each takes a "
+                             "share of every batch", 1)
+    fsdp: bool = arg("with several processes, split the GRADIEND's weights and AdamW state across them (FSDP2) "
+                     "instead of a whole copy in each", False)
     test_examples: int = arg("held-out test texts to report Pearson r on (0: skip)", 1000)
     resume: bool = arg("continue an interrupted run in --out", False)
     overwrite: bool = arg("replace the results of an earlier run in --out", False)
@@ -93,9 +98,11 @@ class Train:
         from .training import GradiendTrainer, TrainingArguments
         from .zoo import EMBEDDED_MODELS
 
+        if self.num_processes > 1 and "WORLD_SIZE" not in os.environ:
+            return relaunch_with_torchrun("train", self, self.num_processes)
         started = time.time()
         args = TrainingArguments(
-            output_dir=self.out, max_steps=self.steps, batch_size=self.batch_size, learning_rate=self.lr,
+            output_dir=self.out, fsdp=self.fsdp, max_steps=self.steps, batch_size=self.batch_size, learning_rate=self.lr,
             weight_decay=self.weight_decay, eval_steps=self.eval_steps, eval_max_examples=self.eval_examples,
             seed=self.seed, num_seeds=self.seeds, mixed_precision=self.mixed_precision,
             overwrite_output_dir=self.overwrite, progress_bar=not self.quiet,

@@ -16,6 +16,30 @@ def arg(help: str, default=dataclasses.MISSING, **extra):
     return field(default=default, metadata=metadata)
 
 
+def relaunch_with_torchrun(command: str, options: object, processes: int) -> int:
+    """Run `gradiend <command>` again with the same options in `processes` processes (torchrun, one machine)."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            "-m", "gradiend_hf.cli", command]
+    fields = sorted(dataclasses.fields(options), key=lambda f: not f.metadata.get("positional"))  # positionals first
+    for f in fields:
+        value = getattr(options, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "num_processes" or value is None or value is False or value == []:
+            continue
+        if f.metadata.get("positional"):
+            argv += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        elif value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return subprocess.call(argv)
+
+
 def parse_h(text: str | None) -> float | list[float] | None:
     """`"1.0"` -> 1.0, `"0.5,-1"` -> [0.5, -1.0] (one value per feature neuron)."""
     if text is None:

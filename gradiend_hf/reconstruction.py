@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from .sharding import assign_grad, full, is_dtensor, local, local_entries, sum_across
+
 
 def _activation_derivative(activation: str, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     if activation == "tanh":
@@ -28,9 +30,18 @@ def _activation_derivative(activation: str, z: torch.Tensor, h: torch.Tensor) ->
 
 
 def _grad_buffer(param: torch.nn.Parameter) -> torch.Tensor:
+    """A buffer for this process's piece of `param`'s gradient (the old `.grad` when it fits; a sharded parameter's
+    gradient is set by `_publish`)."""
+    if is_dtensor(param):
+        return torch.empty_like(local(param))
     if param.grad is None or param.grad.shape != param.shape or param.grad.dtype != param.dtype:
         param.grad = torch.empty_like(param)
     return param.grad
+
+
+def _publish(param: torch.nn.Parameter, buffer: torch.Tensor) -> None:
+    if is_dtensor(param):
+        assign_grad(param, buffer)
 
 
 def _write_outer(param: torch.nn.Parameter, left: torch.Tensor, right: torch.Tensor) -> None:
@@ -39,7 +50,8 @@ def _write_outer(param: torch.nn.Parameter, left: torch.Tensor, right: torch.Ten
     if buffer.dtype == torch.float32:
         torch.outer(left, right, out=buffer.reshape(left.shape[0], -1))
     else:
-        buffer.copy_(torch.outer(left, right).reshape(param.shape))
+        buffer.copy_(torch.outer(left, right).reshape(buffer.shape))
+    _publish(param, buffer)
 
 
 @torch.no_grad()
@@ -65,34 +77,42 @@ def reconstruction_gradients(model, source: Mapping[str, torch.Tensor] | Sequenc
     targets = [target[n] for n in names] if isinstance(target, Mapping) else list(target)
     encoder, decoder = model.encoder, model.decoder
     latent = model.config.latent_size
-    z = encoder.bias.detach().float().clone()
+    # Sharded (FSDP) weights: each process works on its own entries; z, ∂L/∂h and the loss are sums over entries,
+    # so their partial sums are added across processes (`sum_across` does nothing for ordinary weights).
+    z = torch.zeros(latent, dtype=torch.float32, device=encoder.bias.device)
     for weight, g in zip(encoder.weights, sources):
-        z += weight.reshape(latent, -1).float() @ g.reshape(-1).float()
+        z += local(weight).reshape(latent, -1).float() @ local_entries(g, weight, 1).reshape(-1).float()
+    z = sum_across(z, encoder.bias) + full(encoder.bias.detach()).float()
     h = model.activate(z)
     scale = 2.0 / model.config.num_selected
-    grad_h = torch.zeros(latent, dtype=torch.float32, device=z.device)
-    loss = 0.0
+    grad_h = torch.zeros(latent + 1, dtype=torch.float32, device=z.device)  # ∂L/∂h / scale, then the squared error
     for weight, bias, t in zip(decoder.weights, decoder.biases, targets):
-        flat_weight = weight.reshape(latent, -1).float()
+        flat_weight = local(weight).reshape(latent, -1).float()
         # r = b_d + W_dᵀ h − t, built in one buffer (no separate products for an n_i-long parameter)
-        residual = bias.detach().reshape(-1).float().clone().addmv_(flat_weight.T, h)
-        residual.sub_(t.reshape(-1).to(device=residual.device, dtype=torch.float32))
-        loss += float(torch.dot(residual, residual))
-        grad_h += flat_weight @ residual
+        residual = local(bias).detach().reshape(-1).float().clone().addmv_(flat_weight.T, h)
+        residual.sub_(local_entries(t, bias, 0).reshape(-1).to(device=residual.device, dtype=torch.float32))
+        grad_h[latent] += torch.dot(residual, residual)
+        grad_h[:latent] += flat_weight @ residual
         residual.mul_(scale)
-        _grad_buffer(bias).copy_(residual.reshape(bias.shape))
+        buffer = _grad_buffer(bias)
+        buffer.copy_(residual.reshape(buffer.shape))
+        _publish(bias, buffer)
         if on_gradient is not None:  # one gradient at a time: the callback may update every parameter with one
             on_gradient(bias)
         _write_outer(weight, h, residual)
         del residual, flat_weight
         if on_gradient is not None:
             on_gradient(weight)
-    grad_z = (grad_h * scale) * _activation_derivative(model.config.activation, z, h)
+    grad_h = sum_across(grad_h, encoder.bias)
+    loss = float(grad_h[latent])
+    grad_z = (grad_h[:latent] * scale) * _activation_derivative(model.config.activation, z, h)
     for weight, g in zip(encoder.weights, sources):
-        _write_outer(weight, grad_z, g.reshape(-1).to(device=weight.device, dtype=torch.float32))
+        _write_outer(weight, grad_z, local_entries(g, weight, 1).reshape(-1).to(device=z.device, dtype=torch.float32))
         if on_gradient is not None:
             on_gradient(weight)
-    _grad_buffer(encoder.bias).copy_(grad_z.to(encoder.bias.dtype))
+    buffer = _grad_buffer(encoder.bias)
+    buffer.copy_(local_entries(grad_z, encoder.bias, 0).to(buffer.dtype))
+    _publish(encoder.bias, buffer)
     if on_gradient is not None:
         on_gradient(encoder.bias)
     return loss / model.config.num_selected

@@ -5,7 +5,8 @@ LM loss (one forward pass), and minimise MSE(dec(enc(∇source)), ∇±) with Ad
 reads the validation texts (all at once, by forward-mode derivatives) and the Pearson correlation of h with the
 class (+1/−1) decides which weights are kept. Batches depend only on (seed, step), so a resumed run sees the same
 data as an uninterrupted one; with `torchrun` each process takes a slice of the global batch and the base-model
-gradients are averaged across processes before the (replicated) GRADIEND update.
+gradients are averaged across processes before the GRADIEND update, which is replicated, or with `fsdp=True` split
+across the processes (`sharding`).
 """
 
 from __future__ import annotations
@@ -25,23 +26,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .atomic_io import atomic_folder, atomic_save_tensors, output_lock
+from .atomic_io import output_lock
+from .checkpoints import clone_state, load_checkpoint, load_weights, save_checkpoint, save_weights
 from .errors import TrainingError
 from .evaluation.encoder import encoder_correlation
 from .gradients import GradientEngine, drop_multi_token_examples
-from .checkpoints import (
-    clone_state,
-    empty_like_model,
-    load_weights,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_weights,
-)
 from .modeling_gradiend import GradiendModel
 from .reconstruction import reconstruction_gradients
+from .sharding import gathered, load_local_state, local_state, shard_gradiend, unshard
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +45,6 @@ _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 LOG_NAME = "training_log.jsonl"
 CURVE_NAME = "training_curve.png"
-STATE_NAME = "trainer_state.json"
-OPTIMIZER_NAME = "optimizer.safetensors"
 LAST_CHECKPOINT = "checkpoint-last"
 BEST_CHECKPOINT = "checkpoint-best"
 
@@ -78,6 +70,8 @@ class TrainingArguments:
         max_length: longest input in tokens.
         use_cpu: train on the CPU even when an accelerator is available (automatic for `torchrun` without GPUs,
             where processes talk over gloo).
+        fsdp: with several processes (torchrun), split the GRADIEND's weights and AdamW's moments across them
+            with FSDP2 instead of keeping a whole copy in each (results equal to float round-off).
         overwrite_output_dir: allow training into a non-empty `output_dir` (its files are replaced).
         progress_bar: show a tqdm progress bar.
     """
@@ -97,6 +91,7 @@ class TrainingArguments:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     max_length: int = 256
     use_cpu: bool = False
+    fsdp: bool = False
     overwrite_output_dir: bool = False
     progress_bar: bool = True
 
@@ -224,6 +219,9 @@ class GradiendTrainer:
                 f"`batch_size` ({self.args.batch_size}) must be divisible by the number of processes ({world})."
             )
         self.output_dir = Path(self.args.output_dir) if self.args.output_dir else None
+        self.sharded = self.args.fsdp and world > 1
+        if self.args.fsdp and world == 1:
+            logger.info("fsdp=True with one process: nothing to split, the GRADIEND is trained whole.")
 
     # -- data ----------------------------------------------------------------------------------------------------------
     def usable_examples(self, examples: Sequence, split: str) -> list:
@@ -315,7 +313,9 @@ class GradiendTrainer:
     @torch.no_grad()
     def validate(self) -> tuple[float, dict[str, float]]:
         """Pearson r of the encoded validation texts with their class (+1 / −1), and the mean h per class."""
-        result = encoder_correlation(self.model, self.engine, self.validation, batch_size=self.args.eval_batch_size)
+        with gathered(self.model.encoder):  # sharded weights: the whole encoder while the texts are encoded
+            result = encoder_correlation(self.model, self.engine, self.validation,
+                                         batch_size=self.args.eval_batch_size)
         return result.pearson_r, result.mean_h
 
     # -- checkpoints ---------------------------------------------------------------------------------------------------
@@ -325,23 +325,12 @@ class GradiendTrainer:
         return torch.optim.AdamW(self.model.parameters(), lr=self.args.learning_rate,
                                  weight_decay=self.args.weight_decay, fused=fused or None)
 
-    def _save_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        if not self.state.is_main_process:
-            return
-        with atomic_folder(folder, what="training checkpoint", replace=True) as tmp:  # the old one until complete
-            save_weights(self.model, tmp)
-            tensors, groups = optimizer_to_tensors(optimizer, self.model)
-            atomic_save_tensors(tensors, tmp / OPTIMIZER_NAME)
-            (tmp / STATE_NAME).write_text(json.dumps({**state, "param_groups": groups}, indent=2))
-
     def _load_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        state = json.loads((folder / STATE_NAME).read_text())
+        state = json.loads((folder / "trainer_state.json").read_text())
         if state.get("param_names") != list(self.model.config.param_names):
             raise TrainingError(f"The checkpoint in {folder} was written for other base parameters; it cannot be "
                                 f"resumed with this model.")
-        load_weights(self.model, folder)
-        optimizer_from_tensors(optimizer, self.model, load_file(str(folder / OPTIMIZER_NAME)), state["param_groups"])
-        return state
+        return load_checkpoint(folder, self.model, optimizer)
 
     def _prepare_output_dir(self, resume: bool) -> None:
         if self.output_dir is None or not self.state.is_main_process:
@@ -417,27 +406,36 @@ class GradiendTrainer:
     def _train_seed(self, seed: int, resume: bool, stop: _StopRequest):
         args = self.args
         seed_dir = self.output_dir / f"seed-{seed}" if self.output_dir is not None else None
-        self.model.reset_parameters(seed)
+        self.model.reset_parameters(seed)  # whole on every process (same seed, same weights), then split
+        if self.sharded:
+            shard_gradiend(self.model, self.device.type)
         optimizer = self._optimizer()
         step, best_r, best_step, patience = 0, 0.0, 0, 0
         # The best weights so far: on disk (the best checkpoint) when one process writes checkpoints, so that a large
         # GRADIEND (3n weights) is not held twice in memory; else a copy in memory.
+        # A sharded GRADIEND keeps this process's pieces of the best weights (1/k of 3n).
         on_disk = seed_dir is not None and self.state.num_processes == 1
         best_dir = seed_dir / BEST_CHECKPOINT if seed_dir is not None else None
         best_state: dict[str, torch.Tensor] | Path = best_dir if on_disk else {}
+        snapshot = local_state if self.sharded else clone_state
 
         def keep_best() -> dict[str, torch.Tensor] | Path:
-            if best_dir is not None and self.state.is_main_process:
+            if best_dir is not None and self.sharded:
+                save_checkpoint(best_dir, self.model)
+            elif best_dir is not None and self.state.is_main_process:
                 save_weights(self.model, best_dir)
-            return best_dir if on_disk else clone_state(self.model)
+            return best_dir if on_disk else snapshot(self.model)
 
         if resume and seed_dir is not None and (seed_dir / LAST_CHECKPOINT).is_dir():
             state = self._load_checkpoint(seed_dir / LAST_CHECKPOINT, optimizer)
             step, best_r, best_step, patience = state["step"], state["best_r"], state["best_step"], state["patience"]
             if not on_disk and best_dir.is_dir():
-                best_state = clone_state(load_weights(empty_like_model(self.model), best_dir))
+                current = snapshot(self.model)
+                load_checkpoint(best_dir, self.model)
+                best_state = snapshot(self.model)
+                self._restore(current)
             if state.get("finished"):
-                return SeedResult(seed, best_step, best_r, step), best_state, False
+                return SeedResult(seed, best_step, best_r, step), self._finish_seed(best_state, False), False
         if step == 0 or not (best_state.is_dir() if on_disk else best_state):
             best_state = keep_best()  # the initial weights, until a validation beats them
         bar = tqdm(total=args.max_steps, initial=step, desc=f"GRADIEND seed {seed}", dynamic_ncols=True,
@@ -467,7 +465,7 @@ class GradiendTrainer:
                 args.early_stopping_patience is not None and patience >= args.early_stopping_patience
             )
             if seed_dir is not None and (done or step % args.save_steps == 0 or stop.requested):
-                self._save_checkpoint(seed_dir / LAST_CHECKPOINT, optimizer, {
+                save_checkpoint(seed_dir / LAST_CHECKPOINT, self.model, optimizer, {
                     "seed": seed, "step": step, "best_r": best_r, "best_step": best_step, "patience": patience,
                     "finished": done, "param_names": list(self.model.config.param_names),
                     "args": self.args.to_dict(),
@@ -479,7 +477,20 @@ class GradiendTrainer:
             if done:
                 break
         bar.close()
-        return SeedResult(seed, best_step, best_r, step), best_state, interrupted
+        return SeedResult(seed, best_step, best_r, step), self._finish_seed(best_state, interrupted), interrupted
+
+    def _restore(self, state: dict[str, torch.Tensor]) -> None:
+        load_local_state(self.model, state) if self.sharded else self.model.load_state_dict(state)
+
+    def _finish_seed(self, best_state: dict[str, torch.Tensor] | Path, interrupted: bool):
+        """A sharded model becomes whole again (with its best weights, unless interrupted: then its last ones)."""
+        if not self.sharded:
+            return best_state
+        if not interrupted:
+            self._restore(best_state)
+        unshard(self.model)
+        whole = self.model.state_dict()  # its own tensors; a copy only when a later seed re-draws them in place
+        return clone_state(self.model) if self.args.num_seeds > 1 else whole
 
     def _record_provenance(self, result: TrainingResult) -> None:
         import transformers
@@ -500,6 +511,7 @@ class GradiendTrainer:
             "validation_pearson_r": round(result.best_correlation, 4),
             "train_seconds": round(result.seconds, 1),
             "processes": self.state.num_processes,
+            "fsdp": self.sharded,
             "gradiend_hf": __version__,
             "transformers": transformers.__version__,
             "torch": torch.__version__,

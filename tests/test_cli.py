@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import HfApi
 
 from gradiend_hf import GradiendModel
@@ -66,6 +67,19 @@ def test_train_writes_model_log_curve_and_results(tiny_folder, feature_file, tmp
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
     assert "female -> +1, male -> -1" in info and "model.layers.0.mlp.gate_proj.weight" in info
+
+
+@pytest.mark.distributed
+def test_train_in_two_processes_with_fsdp_matches_one_process(tiny_folder, feature_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _train(tiny_folder, feature_file, one) == 0
+    assert _train(tiny_folder, feature_file, two, "--num-processes", "2", "--fsdp") == 0
+    single, double = GradiendModel.from_pretrained(one), GradiendModel.from_pretrained(two)
+    assert double.config.training["processes"] == 2 and double.config.training["fsdp"] is True
+    for key, value in single.state_dict().items():
+        torch.testing.assert_close(double.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+    assert json.loads((two / "results.json").read_text())["best_step"] == single.config.training["best_step"]
 
 
 def test_train_refuses_a_used_folder_then_resumes_or_overwrites(tiny_folder, feature_file, tmp_path, capsys):
