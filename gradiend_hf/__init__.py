@@ -48,6 +48,7 @@ from .evaluation import (
     search_decoder,
 )
 from .gradients import GradientEngine, GradientPair, select_parameters
+from .memory import MemoryEstimate, devices_needed, training_memory
 from .modeling_gradiend import GradiendModel, GradiendOutput, GradiendPreTrainedModel
 from .training import GradiendTrainer, TrainingArguments, TrainingResult, train_gradiend
 from .zoo import EMBEDDED_MODELS, load_base_model
@@ -56,6 +57,9 @@ AutoConfig.register(GradiendConfig.model_type, GradiendConfig, exist_ok=True)
 AutoModel.register(GradiendConfig, GradiendModel, exist_ok=True)
 
 __all__ = [
+    "MemoryEstimate",
+    "devices_needed",
+    "training_memory",
     "EMBEDDED_MODELS",
     "AdapterCompatibilityError",
     "AdapterExportError",

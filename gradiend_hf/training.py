@@ -271,16 +271,13 @@ class GradiendTrainer:
 
     # -- gradients and one step ----------------------------------------------------------------------------------------
     def _mean_across_processes(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Average each gradient across processes, in place (no flat n-long copy of the selection)."""
         if self.state.num_processes == 1:
             return tensors
-        flat = torch.cat([t.reshape(-1).float() for t in tensors.values()])
-        torch.distributed.all_reduce(flat)
-        flat /= self.state.num_processes
-        out, offset = {}, 0
-        for name, tensor in tensors.items():
-            out[name] = flat[offset: offset + tensor.numel()].view_as(tensor)
-            offset += tensor.numel()
-        return out
+        for tensor in tensors.values():
+            torch.distributed.all_reduce(tensor)
+            tensor.div_(self.state.num_processes)
+        return tensors
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the base model's forward pass (`mixed_precision`); the GRADIEND stays in fp32."""

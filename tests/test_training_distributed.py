@@ -87,6 +87,12 @@ def test_fsdp_two_processes_match_one_and_hold_half(runs):
     # each process held half of the weights and AdamW moments (3n + 6n numbers) while it trained
     held = json.loads(measure.read_text())
     assert held["bytes"] == pytest.approx(3 * held["whole_model_bytes"] / 2, rel=0.01)
+    # ... as the memory model says (it counts 3n + 6n; the one-number encoder bias and its moments sit on process 0)
+    from gradiend_hf import training_memory
+
+    n = (held["whole_model_bytes"] // 4 - 1) // 3
+    estimate = training_memory(n, base_parameters=0, processes=2)
+    assert held["bytes"] - (estimate.gradiend_weights + estimate.optimizer_state) == 3 * 4
     # the run saved one ordinary folder (no shards), and the checkpoints are one file per process
     saved = GradiendModel.from_pretrained(out)
     for key, value in saved.state_dict().items():
