@@ -40,8 +40,8 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 DEFAULT_PARAMS = "model.layers.*.mlp.down_proj.weight"
-VARIANTS = ("ours", "baseline", "baseline-dynamic")
-TINY_MODELS = ("tiny", "tiny-bert")
+VARIANTS = ("ours", "floor", "baseline", "baseline-dynamic")
+TINY_MODELS = ("tiny", "tiny-bert", "llama-10m")
 LR, WEIGHT_DECAY = 1e-5, 1e-2  # the paper's AdamW settings, used by both variants
 
 
@@ -58,6 +58,16 @@ def load_model(name: str):
 
         tokenizer = wordpiece_tokenizer()
         return tiny_bert(len(tokenizer)), tokenizer
+    if name == "llama-10m":  # the issue's 10M-parameter Llama: 8 blocks of width 256 (8.4M block weights)
+        from tiny_models import bpe_tokenizer
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tokenizer = bpe_tokenizer()
+        torch.manual_seed(0)
+        config = LlamaConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=4,
+                             num_key_value_heads=4, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2,
+                             pad_token_id=0, tie_word_embeddings=False)
+        return LlamaForCausalLM(config).eval(), tokenizer
     from gradiend_hf import load_base_model
 
     return load_base_model(name)
@@ -105,21 +115,47 @@ class Ours:
     def __init__(self, args: argparse.Namespace, base, tokenizer, feature, device: torch.device):
         from gradiend_hf import GradiendModel, GradiendTrainer, TrainingArguments
 
-        model = GradiendModel.for_base_model(base, params=args.params, feature=feature, seed=0)
+        model = GradiendModel.for_base_model(base, params=args.params, feature=feature, seed=0,
+                                             dtype=getattr(torch, args.gradiend_dtype))
         training_args = TrainingArguments(progress_bar=False, batch_size=args.batch_size, learning_rate=LR,
                                           weight_decay=WEIGHT_DECAY, use_cpu=device.type == "cpu")
         self.trainer = GradiendTrainer(model, base, tokenizer, feature, training_args)
-        # The optimizer `trainer.train()` builds (`trainer._optimizer()`).
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        self.optimizer = self.trainer._optimizer()  # the optimizer `trainer.train()` builds (fused AdamW)
         self.n = sum(p.numel() for p in self.trainer.engine.params.values())
         self.names = list(model.config.param_names)
         self.first_diff: torch.Tensor | None = None
         self._captured = False
         self._engine_gradients = self.trainer.engine.gradients
         self.trainer.engine.gradients = self._capturing  # instance attribute: only this engine is wrapped
+        # The step's profile: base passes (the engine), the closed-form GRADIEND forward/backward and AdamW (which
+        # the trainer interleaves, one parameter at a time), and the rest (Python, tokenising, bookkeeping).
+        self.parts: dict[str, list[float]] = {"base_passes_s": [], "gradiend_fwd_bwd_s": [], "optimizer_s": []}
+        self._current = {k: 0.0 for k in self.parts}
+        import gradiend_hf.training as training
+
+        reconstruct, step = training.reconstruction_gradients, self.optimizer.step
+
+        def timed_reconstruction(*a, **k):
+            tick = time.perf_counter()
+            try:
+                return reconstruct(*a, **k)
+            finally:
+                self._current["gradiend_fwd_bwd_s"] += time.perf_counter() - tick
+
+        def timed_step(*a, **k):
+            tick = time.perf_counter()
+            try:
+                return step(*a, **k)
+            finally:
+                self._current["optimizer_s"] += time.perf_counter() - tick
+
+        training.reconstruction_gradients = timed_reconstruction
+        self.optimizer.step = timed_step
 
     def _capturing(self, *args, **kwargs):
+        tick = time.perf_counter()
         pair = self._engine_gradients(*args, **kwargs)
+        self._current["base_passes_s"] += time.perf_counter() - tick
         if not self._captured:  # step 1 only; flat in config order, the order of the baseline's vector
             self._captured = True
             flat = [pair.target[n].detach().reshape(-1).float().cpu() for n in self.names]
@@ -127,12 +163,29 @@ class Ours:
         return pair
 
     def step(self, batch: list) -> float:
-        return self.trainer.training_step(self.optimizer, batch)
+        self._current = {k: 0.0 for k in self.parts}
+        loss = self.trainer.training_step(self.optimizer, batch)
+        # AdamW runs inside the reconstruction's callback: report the GRADIEND side without it
+        self._current["gradiend_fwd_bwd_s"] -= self._current["optimizer_s"]
+        for key, value in self._current.items():
+            self.parts[key].append(value)
+        return loss
 
     def take_first_diff(self) -> torch.Tensor | None:
         """Step 1's flat ∇±, released here so that it does not add to the peak memory of later steps."""
         diff, self.first_diff = self.first_diff, None
         return diff
+
+
+# -- floor: the base model's own passes for the same batch and selection --------------------------------------
+class Floor(Ours):
+    """Only what any GRADIEND step must do: one forward and two backward passes of the base model (∇+, ∇−) for the
+    batch, w.r.t. the selected parameters, through the same engine; no GRADIEND, no optimiser."""
+
+    def step(self, batch: list) -> float:
+        pair = self.trainer.engine.gradients(batch, source=self.trainer.model.config.source)
+        del pair
+        return 0.0
 
 
 # -- baseline: the same math, the way the reference code computes it -----------------------------------------
@@ -235,8 +288,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
                            count=args.warmup + args.steps, seed=args.seed)
 
     runner: Ours | Baseline
-    if args.variant == "ours":
-        runner = Ours(args, base, tokenizer, feature, device)
+    if args.variant in ("ours", "floor"):
+        runner = (Ours if args.variant == "ours" else Floor)(args, base, tokenizer, feature, device)
     else:
         pad = args.baseline_pad_length if args.variant == "baseline" else 0
         runner = Baseline(base, tokenizer, args.params, lm_kind, pad, device)
@@ -263,6 +316,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         "pad_length": (args.baseline_pad_length if args.variant == "baseline" else "dynamic"
                        if args.variant == "baseline-dynamic" else None),
     }
+    if args.variant == "ours":  # the profile of the timed steps
+        result["parts"] = {k: v[args.warmup:] for k, v in runner.parts.items()}
     if device.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
@@ -284,7 +339,7 @@ def child_command(args: argparse.Namespace, variant: str, result_file: str, grad
                "--batch-size", str(args.batch_size),
                "--warmup", str(args.warmup), "--steps", str(args.steps), "--seed", str(args.seed),
                "--baseline-pad-length", str(args.baseline_pad_length), "--device", args.device,
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--gradiend-dtype", args.gradiend_dtype]
     for pattern in args.params:
         command += ["--params", pattern]
     return command
@@ -346,7 +401,8 @@ def append_record(path: str, record: dict[str, Any]) -> None:
 def run_parent(args: argparse.Namespace) -> int:
     import transformers
 
-    variants = ["ours", "baseline"] + (["baseline-dynamic"] if args.also_dynamic else [])
+    variants = ["ours", "floor"] + ([] if args.no_baseline else ["baseline"]) + \
+        (["baseline-dynamic"] if args.also_dynamic else [])
     load_before = warn_load()
     results: dict[str, dict[str, Any]] = {}
     grads: dict[str, torch.Tensor] = {}
@@ -395,6 +451,15 @@ def run_parent(args: argparse.Namespace) -> int:
             line += f" {r['peak_cuda_mb']:.0f} |"
         print(line)
     print("\nPeak RSS = ru_maxrss of the variant's own process (whole run: imports, model load, steps).")
+    floor_median, _ = summary(results["floor"]["times_s"])
+    parts = {k: summary(v)[0] for k, v in ours["parts"].items()}
+    parts["other_s"] = max(ours_median - sum(parts.values()), 0.0)
+    print(f"\nOurs vs the floor (the base model's 1 forward + 2 backward passes, its own process): "
+          f"{ours_median / floor_median:.3f}×; vs the base passes inside our step: "
+          f"{ours_median / parts['base_passes_s']:.3f}×")
+    print("Profile of our step (medians): " + ", ".join(
+        f"{k.removesuffix('_s').replace('_', ' ')} {v:.4f} s ({v / ours_median:.0%})" for k, v in parts.items()))
+    print(f"load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)")
     for variant, error in errors.items():
         print(f"Step-1 ∇± check, {variant} vs ours: relative error {error:.2e} "
               f"({'OK' if error <= args.tolerance else 'MISMATCH'}, tolerance {args.tolerance:g})")
@@ -414,11 +479,16 @@ def run_parent(args: argparse.Namespace) -> int:
                         "python": platform.python_version(), "platform": platform.platform(),
                         **({"cuda_device": torch.cuda.get_device_name()} if args.device == "cuda" else {})},
             "model": args.model, "lm_kind": ours["lm_kind"], "params": args.params, "n": n,
+            "gradiend_dtype": args.gradiend_dtype,
             "batch_size": args.batch_size, "warmup": args.warmup, "steps": args.steps,
             "baseline_pad_length": args.baseline_pad_length, "grad_relative_error": errors, "variants": rows,
-            "time_ratio_baseline_vs_ours": rows["baseline"]["time_ratio_vs_ours"],
-            "rss_ratio_baseline_vs_ours": rows["baseline"]["rss_ratio_vs_ours"],
+            "time_ratio_floor_vs_ours": rows["floor"]["time_ratio_vs_ours"],
+            "ours_vs_floor": ours_median / floor_median,
+            "ours_vs_base_passes_in_step": ours_median / parts["base_passes_s"], "profile_s": parts,
         }
+        if "baseline" in rows:
+            record["time_ratio_baseline_vs_ours"] = rows["baseline"]["time_ratio_vs_ours"]
+            record["rss_ratio_baseline_vs_ours"] = rows["baseline"]["rss_ratio_vs_ours"]
         append_record(args.record, record)
     return 0
 
@@ -437,6 +507,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-pad-length", type=int, default=64,
                         help="the baseline pads every input to this many tokens; the reference pads to 256 "
                              "(default: 64)")
+    parser.add_argument("--gradiend-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="dtype of the GRADIEND weights and AdamW moments (default: float32)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="only ours and the floor (the reference-style baseline takes minutes on Gemma)")
     parser.add_argument("--also-dynamic", action="store_true",
                         help="also run the baseline padded only to the longest row of each batch")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="(default: cpu)")
