@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,21 +107,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` so that `path` holds either its old content or all of `data`, never a mix."""
+def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` fills a temporary sibling of `path`, which then replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path.parent, path.name)
     tmp = _temporary_name(path, "tmp")
     try:
-        with open(tmp, "wb") as handle:
-            half = len(data) // 2
-            handle.write(data[:half])
-            handle.flush()
-            _pause("write", path.name)
-            handle.write(data[half:])
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         _pause("rename", path.name)
         os.replace(tmp, path)
     except BaseException:
@@ -129,6 +127,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` so that `path` holds either its old content or all of `data`, never a mix."""
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            half = len(data) // 2
+            handle.write(data[:half])
+            handle.flush()
+            _pause("write", path.name)
+            handle.write(data[half:])
+
+    return _atomic_write(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -144,11 +157,21 @@ def atomic_write_json(path: str | os.PathLike, data: Any, **dumps_kwargs: Any) -
 
 def atomic_save_tensors(tensors: Mapping[str, Any], path: str | os.PathLike,
                         metadata: Mapping[str, str] | None = None) -> Path:
-    """`safetensors.torch.save_file`, atomically (tensors are moved to the CPU and made contiguous)."""
-    from safetensors.torch import save
+    """`safetensors.torch.save_file`, atomically (tensors are moved to the CPU and made contiguous).
 
+    The file is written straight from the tensors' memory: building it as bytes first would hold a second copy of a
+    checkpoint (9n numbers for a GRADIEND and its AdamW state) at the peak.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
     cpu = {key: tensor.detach().contiguous().cpu() for key, tensor in tensors.items()}
-    return atomic_write_bytes(path, save(cpu, metadata=dict(metadata) if metadata else None))
+
+    def write(tmp: Path) -> None:
+        save_file(cpu, tmp, metadata=dict(metadata) if metadata else None)
+        _pause("write", path.name)  # written but not in place: a process killed here leaves `path` as it was
+
+    return _atomic_write(path, write)
 
 
 # -- locks ---------------------------------------------------------------------------------------------------------
