@@ -9,7 +9,7 @@ folder is renamed aside and back; that leaves a window of two renames, which the
 cannot be renamed at all (a mount point such as a Docker volume, or one whose parent is read-only) gets its files
 replaced one by one, each atomically, with a warning saying so.
 
-A lock file next to the folder (`.NAME.lock`, held with `flock`, so a killed holder releases it) makes a second
+One writer per folder: `output_lock` (its own module) makes a second
 process that writes the same folder fail with a clear error instead of interleaving its files with the first.
 """
 
@@ -22,7 +22,6 @@ import fnmatch
 import json
 import os
 import shutil
-import threading
 import time
 import uuid
 import warnings
@@ -30,12 +29,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputBusyError, OutputExistsError
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: creating the lock file with O_EXCL is the lock (a killed holder leaves it behind)
-    fcntl = None
+from .errors import OutputExistsError
+from .output_lock import cannot_swap, output_lock, pid_alive
 
 PAUSE_ENV = "GRADIEND_TEST_PAUSE"
 """Test hook: `POINT[:NAME][@N]` makes the N-th write reaching POINT (for a target whose name contains NAME) touch
@@ -51,7 +46,7 @@ OUR_OUTPUTS = (
     # GRADIEND models (transformers' save_pretrained) and training runs
     "config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
     "generation_config.json", "training_log.jsonl", "training_curve.png", "trainer_state.json",
-    "optimizer.safetensors", "results.json",
+    "optimizer.safetensors", "results.json", "shard-*-of-*.safetensors",
     # delta adapters, PEFT exports and merged models (with their tokenizer)
     "adapter_config.json", "adapter_model.safetensors", "export_report.json", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",
@@ -62,7 +57,7 @@ OUR_OUTPUTS = (
     "*.examples.safetensors", "*paired.json",
     "report.md",
     # our own temporary names, and locks
-    ".*.tmp-*", ".*.staging-*", ".*.old-*", ".*.lock",
+    ".*.tmp-*", ".*.staging-*", ".*.old-*", ".*.lock", ".*.shards",
 )
 """Names gradiend_hf writes. `--overwrite` replaces a folder only when everything in it is one of these (a README
 only with our card marker, a JSON file also when it is a benchmark report), so it never removes a user's file."""
@@ -174,115 +169,6 @@ def atomic_save_tensors(tensors: Mapping[str, Any], path: str | os.PathLike,
     return _atomic_write(path, write)
 
 
-# -- locks ---------------------------------------------------------------------------------------------------------
-_held_lock = threading.Lock()
-_held: dict[str, list[Any]] = {}  # resolved folder -> [owning thread id, depth, fd, lock path]
-
-
-def _lock_path(folder: Path) -> Path:
-    return folder / ".gradiend.lock" if _cannot_swap(folder) else folder.parent / f".{folder.name}.lock"
-
-
-def _cannot_swap(folder: Path) -> bool:
-    """A mount point (a Docker volume), or a folder whose parent is read-only, cannot be replaced by a rename."""
-    return folder.is_dir() and (os.path.ismount(folder) or not os.access(folder.parent, os.W_OK))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _try_lock(fd: int) -> bool:
-    if fcntl is None:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return False
-        raise
-    return True
-
-
-def _busy(folder: Path, lock_path: Path, what: str) -> OutputBusyError:
-    try:
-        holder = lock_path.read_text().split()[0]
-    except (OSError, IndexError):
-        holder = "unknown"
-    return OutputBusyError(
-        f"`{folder}` is being written by another process (pid {holder}, lock `{lock_path}`), so the {what} is not "
-        f"written there now. Wait for that process to finish, or choose another folder."
-    )
-
-
-@contextlib.contextmanager
-def output_lock(folder: str | os.PathLike, *, what: str = "output") -> Iterator[Path]:
-    """Hold the write lock of `folder` (re-entrant within one thread; another process or thread gets an error).
-
-    Raises:
-        OutputBusyError: another process (or another thread of this one) holds the lock.
-    """
-    folder = Path(os.path.abspath(folder))
-    key = str(folder)
-    ident = threading.get_ident()
-    with _held_lock:
-        entry = _held.get(key)
-        if entry is not None:
-            if entry[0] != ident:
-                raise OutputBusyError(f"`{folder}` is being written by another thread of this process; the {what} "
-                                      f"is not written there now. Let that save finish first.")
-            entry[1] += 1
-    if entry is not None:
-        try:
-            yield folder
-        finally:
-            with _held_lock:
-                entry[1] -= 1
-        return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = _lock_path(folder)
-    fd = _acquire(folder, lock_path, what)
-    with _held_lock:
-        _held[key] = [ident, 1, fd, lock_path]
-    try:
-        yield folder
-    finally:
-        with _held_lock:
-            _held.pop(key, None)
-        with contextlib.suppress(OSError):
-            lock_path.unlink()  # still holding the lock: a waiting process re-checks the inode and retries
-        os.close(fd)
-
-
-def _acquire(folder: Path, lock_path: Path, what: str) -> int:
-    for _ in range(50):
-        flags = os.O_RDWR | os.O_CREAT | (0 if fcntl is not None else os.O_EXCL)
-        try:
-            fd = os.open(lock_path, flags, 0o644)
-        except FileExistsError:
-            raise _busy(folder, lock_path, what) from None
-        if not _try_lock(fd):
-            os.close(fd)
-            raise _busy(folder, lock_path, what)
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:  # the holder removed this file while we waited for it: lock the new one
-            os.close(fd)
-            continue
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return fd
-    raise _busy(folder, lock_path, what)
-
-
 # -- folders -------------------------------------------------------------------------------------------------------
 def _renameat2_exchange(first: Path, second: Path) -> bool:
     """Swap two paths in one system call; False where the platform or file system cannot."""
@@ -311,7 +197,7 @@ def _remove_stale(parent: Path, name: str) -> None:
         if kind not in ("tmp", "staging", "old"):
             continue
         pid = rest.split("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         if kind == "old" and not target.exists():
             entry.rename(target)  # killed between the two renames of the fallback swap: the old save comes back
@@ -383,7 +269,7 @@ def atomic_folder(folder: str | os.PathLike, *, what: str, replace: bool = False
     refuse_working_directory(folder, what)
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"`{folder}` is a file, not a folder; the {what} needs a folder. Choose another path.")
-    in_place = _cannot_swap(folder)
+    in_place = cannot_swap(folder)
     with output_lock(folder, what=what):
         if in_place:
             warnings.warn(
