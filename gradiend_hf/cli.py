@@ -26,7 +26,8 @@ EXAMPLES: dict[str, str] = {
     "train": "example:\n  gradiend train --model gemma-3-270m --feature gender --out runs/gender\n"
              "  gradiend train --model smollm2-135m --feature religion:christian,muslim --steps 100 --out runs/rel\n"
              "  gradiend train --model ./my-model --feature my_feature.jsonl --params 'model.layers.*.mlp.*' "
-             "--out runs/mine",
+             "--out runs/mine\n"
+             "  gradiend train --params paper --num-processes 2 --fsdp --out runs/paper   # GRADIEND split over 2",
     "demo": "example:\n  gradiend demo --out runs/demo                 # gender on Gemma 3 270M, about 25 minutes\n"
             "  gradiend demo --quick --out runs/demo-quick   # a few minutes\n"
             "  gradiend demo --feature race:white,black --out runs/demo-race",

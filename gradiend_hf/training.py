@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic_io import output_lock
-from .checkpoints import clone_state, load_checkpoint, load_weights, save_checkpoint, save_weights
+from .checkpoints import STATE_NAME, clone_state, load_checkpoint, load_weights, save_checkpoint, save_weights
 from .errors import TrainingError
 from .evaluation.encoder import encoder_correlation
 from .gradients import GradientEngine, drop_multi_token_examples
@@ -256,7 +256,7 @@ class GradiendTrainer:
                                  weight_decay=self.args.weight_decay, fused=fused or None)
 
     def _load_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        state = json.loads((folder / "trainer_state.json").read_text())
+        state = json.loads((folder / STATE_NAME).read_text())
         if state.get("param_names") != list(self.model.config.param_names):
             raise TrainingError(f"The checkpoint in {folder} was written for other base parameters; it cannot be "
                                 f"resumed with this model.")
@@ -410,7 +410,10 @@ class GradiendTrainer:
         return SeedResult(seed, best_step, best_r, step), self._finish_seed(best_state, interrupted), interrupted
 
     def _restore(self, state: dict[str, torch.Tensor]) -> None:
-        load_local_state(self.model, state) if self.sharded else self.model.load_state_dict(state)
+        if self.sharded:
+            load_local_state(self.model, state)
+        else:
+            self.model.load_state_dict(state)
 
     def _finish_seed(self, best_state: dict[str, torch.Tensor] | Path, interrupted: bool):
         """A sharded model becomes whole again (with its best weights, unless interrupted: then its last ones)."""

@@ -38,13 +38,15 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--crash-at", type=int)
     parser.add_argument("--measure")
+    parser.add_argument("--seeds", type=int, default=1)
     options = parser.parse_args()
     base = AutoModelForCausalLM.from_pretrained(options.model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(options.model_dir)
     feature = tiny_gender_feature()
     model = GradiendModel.for_base_model(base, params=PARAMS, feature=feature)
     args = TrainingArguments(max_steps=6, eval_steps=3, batch_size=4, learning_rate=1e-3, progress_bar=False,
-                             fsdp=options.fsdp, output_dir=options.output_dir)
+                             fsdp=options.fsdp, output_dir=options.output_dir,
+                             num_seeds=options.seeds)
     trainer = GradiendTrainer(model, base, tokenizer, feature, args)
     if options.measure:  # one step on a separate copy: what this process holds while it trains
         from gradiend_hf.sharding import shard_gradiend, unshard
