@@ -133,24 +133,18 @@ class Ours:
         self._current = {k: 0.0 for k in self.parts}
         import gradiend_hf.training as training
 
-        reconstruct, step = training.reconstruction_gradients, self.optimizer.step
+        training.reconstruction_gradients = self._timed(training.reconstruction_gradients, "gradiend_fwd_bwd_s")
+        self.optimizer.step = self._timed(self.optimizer.step, "optimizer_s")
 
-        def timed_reconstruction(*a, **k):
+    def _timed(self, function, part: str):
+        def timed(*args, **kwargs):
             tick = time.perf_counter()
             try:
-                return reconstruct(*a, **k)
+                return function(*args, **kwargs)
             finally:
-                self._current["gradiend_fwd_bwd_s"] += time.perf_counter() - tick
+                self._current[part] += time.perf_counter() - tick
 
-        def timed_step(*a, **k):
-            tick = time.perf_counter()
-            try:
-                return step(*a, **k)
-            finally:
-                self._current["optimizer_s"] += time.perf_counter() - tick
-
-        training.reconstruction_gradients = timed_reconstruction
-        self.optimizer.step = timed_step
+        return timed
 
     def _capturing(self, *args, **kwargs):
         tick = time.perf_counter()
