@@ -5,7 +5,8 @@ of the batch (∇+, ∇− and ∇± in fp32 at the peak, whole on every process
 the GRADIEND's 3n weights and AdamW's 6n moments, split across the processes with FSDP (else whole in each); and,
 one selected tensor at a time, its GRADIEND gradient and residual. The base model's activations and the allocator's
 working memory are not modelled (`activations_gib`: on Gemma 3 270M at batch 8 on a CPU the base passes alone add
-≈ 1.4 GiB); `overhead_gib` covers the framework (CUDA context, or Python with torch and transformers).
+≈ 1.4 GiB of RSS, 0.17 GiB of it activations saved for backward); `overhead_gib` covers the framework (CUDA context,
+or Python with torch and transformers).
 """
 
 from __future__ import annotations
