@@ -1,126 +1,23 @@
-"""Feature examples (a text with one target slot) and two-class datasets with train/validation/test splits."""
+"""Two-class feature datasets with train/validation/test splits, from examples, records or files."""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
-import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gradiend_hf.errors import FeatureDataError
-
-SLOT = "[MASK]"
-"""The one target slot in `FeatureExample.text`.
-
-An MLM sees it replaced by its mask token; a causal LM sees only the text before it and predicts the
-next token.
-"""
-
-SPLITS: tuple[str, str, str] = ("train", "validation", "test")
-"""Split names, in the order `FeatureDataset` stores them."""
-
-# Split names accepted in files and `DatasetDict`s (Hugging Face datasets often say "valid" or "dev").
-_SPLIT_ALIASES = {
-    "train": "train",
-    "validation": "validation",
-    "valid": "validation",
-    "dev": "validation",
-    "test": "test",
-}
-
-# Columns every record must have; `split` and `meta` are optional, any other column goes into `meta`.
-_REQUIRED_COLUMNS = ("text", "factual", "counterfactual", "label")
-
-
-@dataclass(frozen=True)
-class FeatureExample:
-    """One text with one target slot, and the words the two classes call for at that slot.
-
-    Example:
-        >>> ex = FeatureExample("Mary said that [MASK] would come.", "she", "he", "female")
-        >>> ex.prefix, ex.filled("she")
-        ('Mary said that ', 'Mary said that she would come.')
-    """
-
-    text: str
-    """The text, with exactly one `SLOT` where the target word goes."""
-
-    factual: str
-    """The word the example's class calls for at the slot ("she" after a female name)."""
-
-    counterfactual: str
-    """The other class's word at the same slot ("he")."""
-
-    label: str
-    """The example's class ("female")."""
-
-    meta: Mapping[str, str] = field(default_factory=dict, compare=False)
-    """Provenance that does not change the example, e.g. `{"name": "Mary", "template_id": "t1a2b3c4d"}`."""
-
-    def __post_init__(self) -> None:
-        for attribute in ("text", "factual", "counterfactual", "label"):
-            value = getattr(self, attribute)
-            if not isinstance(value, str):
-                raise FeatureDataError(
-                    f"FeatureExample.{attribute} must be a str, found {type(value).__name__} ({value!r})."
-                )
-        slots = self.text.count(SLOT)
-        if slots != 1:
-            raise FeatureDataError(
-                f"FeatureExample.text must contain the slot {SLOT!r} exactly once, found it {slots} times in "
-                f"{self.text!r}. Replace the one target word by {SLOT!r}."
-            )
-        for attribute in ("factual", "counterfactual"):
-            word = getattr(self, attribute)
-            if not word or any(character.isspace() for character in word):
-                raise FeatureDataError(
-                    f"FeatureExample.{attribute} must be one non-empty word without whitespace, found "
-                    f"{word!r} (text {self.text!r})."
-                )
-        if self.factual == self.counterfactual:
-            raise FeatureDataError(
-                f"FeatureExample.factual and .counterfactual must differ, both are {self.factual!r} "
-                f"(text {self.text!r}); the counterfactual is the other class's word."
-            )
-        if not self.label.strip():
-            raise FeatureDataError(
-                f"FeatureExample.label must be a non-empty class name (text {self.text!r})."
-            )
-        if not isinstance(self.meta, Mapping):
-            raise FeatureDataError(
-                f"FeatureExample.meta must be a mapping of str to str, found {type(self.meta).__name__}."
-            )
-        meta = dict(self.meta)
-        for key, value in meta.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise FeatureDataError(
-                    f"FeatureExample.meta must map str to str, found {key!r}: {value!r}. Convert the values "
-                    "with str()."
-                )
-        # A private copy, so that a caller's dict changed later does not change the example.
-        object.__setattr__(self, "meta", meta)
-
-    @property
-    def prefix(self) -> str:
-        """The text before the slot, as written, including the whitespace before the slot.
-
-        A causal LM sees this prefix (without the trailing whitespace); the whitespace decides how the target
-        word is tokenised (`" she"` vs `"she"` for BPE tokenizers).
-        """
-        return self.text.split(SLOT, 1)[0]
-
-    @property
-    def suffix(self) -> str:
-        """The text after the slot, as written (it may start with punctuation such as "'s")."""
-        return self.text.split(SLOT, 1)[1]
-
-    def filled(self, word: str) -> str:
-        """Returns the text with the slot replaced by `word` (e.g. the factual or counterfactual target)."""
-        return self.text.replace(SLOT, word, 1)
+from gradiend_hf.features.example import SLOT, SPLITS, FeatureExample
+from gradiend_hf.features.records import (
+    REQUIRED_COLUMNS,
+    SPLIT_ALIASES,
+    dataset_from_rows,
+    random_split,
+    resolve_classes,
+)
 
 
 @dataclass
@@ -300,8 +197,8 @@ class FeatureDataset:
             FeatureDataError: If there are not exactly two classes or the fractions are out of range.
         """
         examples = list(examples)
-        resolved = _resolve_classes(classes, [e.label for e in examples], where=f"feature {name!r}")
-        splits = _random_split(
+        resolved = resolve_classes(classes, [e.label for e in examples], where=f"feature {name!r}")
+        splits = random_split(
             examples, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction
         )
         return cls(name=name, classes=resolved, description=description, license=license, **splits)
@@ -339,7 +236,7 @@ class FeatureDataset:
             FeatureDataError: If a column is missing, a value is malformed, or only some rows give a split.
         """
         rows = ((f"record {index}", record) for index, record in enumerate(records))
-        return _from_rows(
+        return dataset_from_rows(
             cls,
             rows,
             source="records",
@@ -371,7 +268,7 @@ class FeatureDataset:
                     rows.append((f"{path} line {line_number}", record))
         except OSError as error:
             raise FeatureDataError(f"Cannot read feature file {path}: {error}") from error
-        return _from_rows(cls, rows, source=str(path), name=name or path.stem, **options)
+        return dataset_from_rows(cls, rows, source=str(path), name=name or path.stem, **options)
 
     @classmethod
     def from_csv(cls, path: str | Path, *, name: str | None = None, **options: Any) -> FeatureDataset:
@@ -383,13 +280,13 @@ class FeatureDataset:
                 reader = csv.DictReader(handle)
                 if reader.fieldnames is None:
                     raise FeatureDataError(
-                        f"{path} is empty; expected a header with {list(_REQUIRED_COLUMNS)}."
+                        f"{path} is empty; expected a header with {list(REQUIRED_COLUMNS)}."
                     )
-                missing = [c for c in _REQUIRED_COLUMNS if c not in reader.fieldnames]
+                missing = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
                 if missing:
                     raise FeatureDataError(
                         f"{path} lacks the column(s) {missing}; its header is {reader.fieldnames}, expected "
-                        f"at least {list(_REQUIRED_COLUMNS)}."
+                        f"at least {list(REQUIRED_COLUMNS)}."
                     )
                 for row in reader:
                     # line_num is the last physical line read: a row with quoted newlines is named by its end.
@@ -398,7 +295,7 @@ class FeatureDataset:
                     )
         except OSError as error:
             raise FeatureDataError(f"Cannot read feature file {path}: {error}") from error
-        return _from_rows(cls, rows, source=str(path), name=name or path.stem, **options)
+        return dataset_from_rows(cls, rows, source=str(path), name=name or path.stem, **options)
 
     @classmethod
     def from_pandas(cls, df: Any, *, name: str, **options: Any) -> FeatureDataset:
@@ -406,7 +303,7 @@ class FeatureDataset:
         if not hasattr(df, "to_dict") or not hasattr(df, "columns"):
             raise FeatureDataError(f"from_pandas expects a pandas DataFrame, found {type(df).__name__}.")
         rows = ((f"DataFrame row {index}", record) for index, record in enumerate(df.to_dict("records")))
-        return _from_rows(cls, rows, source="DataFrame", name=name, **options)
+        return dataset_from_rows(cls, rows, source="DataFrame", name=name, **options)
 
     @classmethod
     def from_hf_dataset(cls, ds: Any, *, name: str, **options: Any) -> FeatureDataset:
@@ -417,184 +314,24 @@ class FeatureDataset:
         ("valid"/"dev"). `options` are those of `from_records`.
         """
         if isinstance(ds, Mapping):
-            unknown = [key for key in ds if key not in _SPLIT_ALIASES]
+            unknown = [key for key in ds if key not in SPLIT_ALIASES]
             if unknown:
                 raise FeatureDataError(
-                    f"DatasetDict has split(s) {unknown}; expected keys among {sorted(_SPLIT_ALIASES)}. "
+                    f"DatasetDict has split(s) {unknown}; expected keys among {sorted(SPLIT_ALIASES)}. "
                     "Drop or rename the others."
                 )
             rows = [
-                (f"DatasetDict[{key!r}] row {index}", {**dict(row), "split": _SPLIT_ALIASES[key]})
+                (f"DatasetDict[{key!r}] row {index}", {**dict(row), "split": SPLIT_ALIASES[key]})
                 for key in ds
                 for index, row in enumerate(ds[key])
             ]
-            return _from_rows(cls, rows, source="DatasetDict", name=name, **options)
+            return dataset_from_rows(cls, rows, source="DatasetDict", name=name, **options)
         if not hasattr(ds, "column_names"):
             raise FeatureDataError(
                 f"from_hf_dataset expects a datasets.Dataset or DatasetDict, found {type(ds).__name__}."
             )
         rows = ((f"Dataset row {index}", dict(row)) for index, row in enumerate(ds))
-        return _from_rows(cls, rows, source="Dataset", name=name, **options)
-
-
-def _from_rows(
-    cls: type[FeatureDataset],
-    rows: Iterable[tuple[str, Any]],
-    *,
-    source: str,
-    name: str,
-    classes: Sequence[str] | None = None,
-    seed: int = 0,
-    validation_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    description: str = "",
-    license: str = "",
-) -> FeatureDataset:
-    """Shared body of the loaders; each row comes with a name ("data.csv line 3") for error messages."""
-    examples: list[FeatureExample] = []
-    given_splits: list[str | None] = []
-    row_names: list[str] = []
-    for row_name, record in rows:
-        example, split_name = _example_from_record(record, row_name)
-        examples.append(example)
-        given_splits.append(split_name)
-        row_names.append(row_name)
-    if not examples:
-        raise FeatureDataError(
-            f"No examples in {source}; expected rows with columns {list(_REQUIRED_COLUMNS)}."
-        )
-    resolved = _resolve_classes(classes, [e.label for e in examples], where=source)
-    with_split = sum(s is not None for s in given_splits)
-    if with_split == 0:
-        splits = _random_split(
-            examples, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction
-        )
-    elif with_split == len(examples):
-        splits = {s: [] for s in SPLITS}
-        for example, split_name in zip(examples, given_splits, strict=True):
-            splits[split_name].append(example)  # type: ignore[index]
-    else:
-        first_missing = row_names[given_splits.index(None)]
-        raise FeatureDataError(
-            f"{source}: {with_split} of {len(examples)} rows give a split, but {first_missing} does not. "
-            "Give every row a split, or drop the split column for a random split."
-        )
-    return cls(name=name, classes=resolved, description=description, license=license, **splits)
-
-
-def _is_missing(value: Any) -> bool:
-    # pandas writes missing cells as float NaN; CSV as "".
-    return (
-        value is None
-        or (isinstance(value, float) and math.isnan(value))
-        or (isinstance(value, str) and not value)
-    )
-
-
-def _example_from_record(record: Mapping[str, Any], row_name: str) -> tuple[FeatureExample, str | None]:
-    if not isinstance(record, Mapping):
-        raise FeatureDataError(f"{row_name}: expected a dict of columns, found {type(record).__name__}.")
-    values: dict[str, str] = {}
-    for column in _REQUIRED_COLUMNS:
-        if column not in record:
-            raise FeatureDataError(
-                f"{row_name}: missing column {column!r}; found columns {sorted(map(str, record))}, expected "
-                f"at least {list(_REQUIRED_COLUMNS)}."
-            )
-        value = record[column]
-        if _is_missing(value) or not isinstance(value, str):
-            raise FeatureDataError(
-                f"{row_name}: column {column!r} must be a non-empty string, found {value!r}."
-            )
-        values[column] = value.strip() if column != "text" else value
-    split_name = None
-    if "split" in record and not _is_missing(record["split"]):
-        raw_split = str(record["split"]).strip().lower()
-        if raw_split not in _SPLIT_ALIASES:
-            raise FeatureDataError(
-                f"{row_name}: unknown split {record['split']!r}; expected one of {sorted(_SPLIT_ALIASES)}."
-            )
-        split_name = _SPLIT_ALIASES[raw_split]
-    meta = _meta_from_record(record, row_name)
-    try:
-        example = FeatureExample(meta=meta, **values)
-    except FeatureDataError as error:
-        raise FeatureDataError(f"{row_name}: {error}") from error
-    return example, split_name
-
-
-def _meta_from_record(record: Mapping[str, Any], row_name: str) -> dict[str, str]:
-    """Reads the optional `meta` column (dict or JSON object) plus any extra column, all as strings."""
-    raw = record.get("meta")
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw) if raw.strip() else None
-        except json.JSONDecodeError as error:
-            raise FeatureDataError(
-                f"{row_name}: column 'meta' is not a JSON object ({error.msg})."
-            ) from error
-    if _is_missing(raw):
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise FeatureDataError(f"{row_name}: column 'meta' must be a dict or JSON object, found {raw!r}.")
-    meta = {str(key): str(value) for key, value in raw.items() if not _is_missing(value)}
-    for key, value in record.items():
-        if key not in _REQUIRED_COLUMNS and key not in ("split", "meta") and not _is_missing(value):
-            meta[str(key)] = str(value)
-    return meta
-
-
-def _resolve_classes(classes: Sequence[str] | None, labels: Sequence[str], *, where: str) -> tuple[str, str]:
-    found = sorted(set(labels))
-    if classes is None:
-        if len(found) != 2:
-            raise FeatureDataError(
-                f"{where}: expected exactly two classes, found {len(found)}: {found}. GRADIEND learns one "
-                "neuron for two classes; keep the rows of two classes (one dataset per pair)."
-            )
-        return found[0], found[1]
-    if isinstance(classes, str) or len(classes) != 2 or classes[0] == classes[1]:
-        raise FeatureDataError(f"{where}: classes must be two distinct class names, found {classes!r}.")
-    unknown = [label for label in found if label not in classes]
-    if unknown:
-        raise FeatureDataError(
-            f"{where}: label(s) {unknown} are not among classes {list(classes)}. Fix the labels or the "
-            "classes."
-        )
-    return classes[0], classes[1]
-
-
-def _random_split(
-    examples: Sequence[FeatureExample], *, seed: int, validation_fraction: float, test_fraction: float
-) -> dict[str, list[FeatureExample]]:
-    """Splits each class separately, so that every split has (about) the class proportions of the whole."""
-    if not (
-        0.0 <= validation_fraction < 1.0
-        and 0.0 < test_fraction < 1.0
-        and validation_fraction + test_fraction < 1.0
-    ):
-        raise FeatureDataError(
-            "Split fractions must satisfy 0 <= validation_fraction, 0 < test_fraction and their sum < 1; "
-            f"found validation_fraction={validation_fraction}, test_fraction={test_fraction}."
-        )
-    rng = random.Random(seed)
-    assignment: dict[int, str] = {}
-    for label in sorted({e.label for e in examples}):
-        indices = [i for i, e in enumerate(examples) if e.label == label]
-        rng.shuffle(indices)
-        n_test = round(test_fraction * len(indices))
-        n_validation = round(validation_fraction * len(indices))
-        for position, index in enumerate(indices):
-            if position < n_test:
-                assignment[index] = "test"
-            elif position < n_test + n_validation:
-                assignment[index] = "validation"
-            else:
-                assignment[index] = "train"
-    splits: dict[str, list[FeatureExample]] = {s: [] for s in SPLITS}
-    for index, example in enumerate(examples):
-        splits[assignment[index]].append(example)
-    return splits
+        return dataset_from_rows(cls, rows, source="Dataset", name=name, **options)
 
 
 __all__ = ["SLOT", "SPLITS", "FeatureDataset", "FeatureExample"]

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from gradiend_hf.errors import FeatureDataError
 from gradiend_hf.features.builtin import _data_text, _names, _split_three
 from gradiend_hf.features.dataset import SLOT, SPLITS
+from gradiend_hf.features.records import SPLIT_ALIASES
 
 Formula = Literal["bpi", "min"]
 FORMULAS: tuple[str, ...] = ("bpi", "min")
@@ -69,9 +70,6 @@ GROUP_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
 
 _COLUMNS = ("text", "split", "group", "meta")
 """Columns a transfer file may have; `text` is required."""
-
-_SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
-                  "test": "test"}
 
 
 @dataclass(frozen=True)
@@ -223,9 +221,9 @@ class TransferSet:
             except FeatureDataError as error:
                 raise FeatureDataError(f"{where}: {error}") from error
             split = record.get("split") or None
-            if split is not None and str(split).strip().lower() not in _SPLIT_ALIASES:
-                raise FeatureDataError(f"{where}: unknown split {split!r}; expected one of {sorted(_SPLIT_ALIASES)}.")
-            splits.append(None if split is None else _SPLIT_ALIASES[str(split).strip().lower()])
+            if split is not None and str(split).strip().lower() not in SPLIT_ALIASES:
+                raise FeatureDataError(f"{where}: unknown split {split!r}; expected one of {sorted(SPLIT_ALIASES)}.")
+            splits.append(None if split is None else SPLIT_ALIASES[str(split).strip().lower()])
         if not texts:
             raise FeatureDataError(f"No transfer texts in {source}; expected rows with a `text` column.")
         given = sum(s is not None for s in splits)
