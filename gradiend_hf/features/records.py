@@ -7,13 +7,10 @@ import json
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gradiend_hf.errors import FeatureDataError
 from gradiend_hf.features.example import SPLITS, FeatureExample
-
-if TYPE_CHECKING:
-    from gradiend_hf.features.dataset import FeatureDataset
 
 # Split names accepted in files and `DatasetDict`s (Hugging Face datasets often say "valid" or "dev").
 SPLIT_ALIASES = {
@@ -29,7 +26,7 @@ REQUIRED_COLUMNS = ("text", "factual", "counterfactual", "label")
 
 
 def dataset_from_rows(
-    cls: type[FeatureDataset],
+    cls: type,
     rows: Iterable[tuple[str, Any]],
     *,
     source: str,
@@ -40,8 +37,9 @@ def dataset_from_rows(
     test_fraction: float = 0.2,
     description: str = "",
     license: str = "",
-) -> FeatureDataset:
-    """Shared body of the loaders; each row comes with a name ("data.csv line 3") for error messages."""
+) -> Any:
+    """Shared body of the loaders; each row comes with a name ("data.csv line 3") for error messages. `cls` is
+    `FeatureDataset`, passed in so that this lower layer does not import it."""
     examples: list[FeatureExample] = []
     given_splits: list[str | None] = []
     row_names: list[str] = []
