@@ -9,7 +9,8 @@ The model is linear in W_d and b_d and one activation away from W_e, so with r_i
 Autograd would keep the decoded update, the residual and their products for every selected parameter until the
 backward pass (several n-long buffers; at n = 268M each is 1 GB). Here each parameter's residual lives only while
 its gradients are written. With `on_gradient` (the trainer applies AdamW to that one parameter and frees its
-gradient) not even the 3n gradients are held at once.
+gradient) not even the 3n gradients are held at once. With FSDP-sharded weights (`sharding`) each process computes
+the gradients of the entries it holds; only z, ∂L/∂h and the loss (latent-sized sums) are added across processes.
 """
 
 from __future__ import annotations
