@@ -127,3 +127,26 @@ def test_every_subcommand_help_shows_an_example(command, capsys):
         main([command, "--help"])
     assert exit_code.value.code == 0
     assert f"example:\n  gradiend {command}" in capsys.readouterr().out
+
+
+def test_num_processes_relaunches_the_same_command_under_torchrun(monkeypatch, tmp_path):
+    import subprocess
+
+    calls = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+    assert main(["train", "--model", "m", "--feature", "gender", "--out", str(tmp_path / "o"), "--params",
+                 "model.layers.*.mlp.*", "paper", "--num-processes", "3", "--fsdp", "--lr", "0.001"]) == 0
+    (argv,) = calls
+    assert argv[:7] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3", "-m"]
+    assert argv[7:9] == ["gradiend_hf.cli", "train"]
+    rest = argv[9:]
+    assert "--num-processes" not in rest and "--fsdp" in rest and "--quiet" not in rest
+    assert rest[rest.index("--params") + 1: rest.index("--params") + 3] == ["model.layers.*.mlp.*", "paper"]
+    assert rest[rest.index("--lr") + 1] == "0.001" and rest[rest.index("--out") + 1] == str(tmp_path / "o")
+    # what the relaunched command parses is what the user typed
+    from gradiend_hf.cli import build_parser
+
+    parsed = vars(build_parser().parse_args(argv[8:]))
+    assert parsed["params"] == ["model.layers.*.mlp.*", "paper"] and parsed["fsdp"] and parsed["num_processes"] == 1
+    assert parsed["lr"] == 0.001 and parsed["steps"] == 150
