@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+from bench_train import vm_hwm_mb  # noqa: E402  (peak RSS in MiB, as bench_train reports it)
 
 
 def build_model(folder: str) -> None:
@@ -40,10 +41,6 @@ def build_model(folder: str) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(model_dir: str, out_dir: str, fsdp: bool, steps: int, result: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,11 +53,11 @@ def child(model_dir: str, out_dir: str, fsdp: bool, steps: int, result: str) -> 
     args = TrainingArguments(max_steps=steps, eval_steps=steps, eval_max_examples=16, batch_size=8, fsdp=fsdp,
                              progress_bar=False, output_dir=out_dir)
     trainer = GradiendTrainer(model, base, tokenizer, feature, args)
-    setup = rss_mib()
+    setup = vm_hwm_mb()
     trainer.train()
     record = {"rank": trainer.state.process_index, "processes": trainer.state.num_processes, "fsdp": trainer.sharded,
               "n": model.config.num_selected, "base_parameters": sum(p.numel() for p in base.parameters()),
-              "rss_setup_mib": setup, "peak_rss_mib": rss_mib()}
+              "rss_setup_mib": setup, "peak_rss_mib": vm_hwm_mb()}
     Path(f"{result}.{record['rank']}").write_text(json.dumps(record))
 
 

@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 
 from .atomic_io import atomic_folder, atomic_save_tensors
 from .errors import TrainingError
-from .modeling_gradiend import GradiendModel
 from .sharding import SHARD_FILE, is_sharded, load_local_state, local, wrap_optimizer_state
 
 WEIGHTS_NAME = "model.safetensors"
@@ -30,10 +29,6 @@ STATE_NAME = "trainer_state.json"
 
 def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def empty_like_model(model: GradiendModel) -> GradiendModel:
-    return GradiendModel(model.config)
 
 
 def save_weights(model: torch.nn.Module, folder: Path) -> None:
@@ -164,5 +159,5 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     return state
 
 
-__all__ = ["OPTIMIZER_NAME", "STATE_NAME", "WEIGHTS_NAME", "clone_state", "empty_like_model", "load_checkpoint",
+__all__ = ["OPTIMIZER_NAME", "STATE_NAME", "WEIGHTS_NAME", "clone_state", "load_checkpoint",
            "load_weights", "optimizer_from_tensors", "optimizer_to_tensors", "save_checkpoint", "save_weights"]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from .cli_adapters import Apply, Bench, Compare, Demo, Export, Merge, Push
 from .cli_gradiend import Encode, Evaluate, Info, Models, Search, Train
+from .cli_support import option_flag
 
 COMMANDS: dict[str, type] = {"models": Models, "info": Info, "train": Train, "push": Push, "evaluate": Evaluate,
                              "encode": Encode, "export": Export, "apply": Apply, "merge": Merge,
@@ -64,7 +65,7 @@ def _add_arguments(parser: argparse.ArgumentParser, command: type) -> None:
         if f.metadata.get("positional"):
             parser.add_argument(f.name, nargs=f.metadata.get("nargs"), help=help_text)
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = option_flag(f)
         if hint is bool:
             parser.add_argument(flag, action="store_true", help=help_text)
             continue

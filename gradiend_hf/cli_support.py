@@ -16,6 +16,11 @@ def arg(help: str, default=dataclasses.MISSING, **extra):
     return field(default=default, metadata=metadata)
 
 
+def option_flag(f: dataclasses.Field) -> str:
+    """The command-line option of a command's field: `num_processes` -> `--num-processes`."""
+    return "--" + f.name.replace("_", "-")
+
+
 def relaunch_with_torchrun(command: str, options: object, processes: int) -> int:
     """Run `gradiend <command>` again with the same options in `processes` processes (torchrun, one machine)."""
     import subprocess
@@ -26,7 +31,7 @@ def relaunch_with_torchrun(command: str, options: object, processes: int) -> int
     fields = sorted(dataclasses.fields(options), key=lambda f: not f.metadata.get("positional"))  # positionals first
     for f in fields:
         value = getattr(options, f.name)
-        flag = "--" + f.name.replace("_", "-")
+        flag = option_flag(f)
         if f.name == "num_processes" or value is None or value is False or value == []:
             continue
         if f.metadata.get("positional"):

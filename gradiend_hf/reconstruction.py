@@ -45,6 +45,13 @@ def _publish(param: torch.nn.Parameter, buffer: torch.Tensor) -> None:
         assign_grad(param, buffer)
 
 
+def _write_values(param: torch.nn.Parameter, values: torch.Tensor) -> None:
+    """param.grad = values (this process's piece), copied into the gradient buffer."""
+    buffer = _grad_buffer(param)
+    buffer.copy_(values.reshape(buffer.shape))
+    _publish(param, buffer)
+
+
 def _write_outer(param: torch.nn.Parameter, left: torch.Tensor, right: torch.Tensor) -> None:
     """param.grad = left ⊗ right (latent × n_i), written in place when the dtypes allow it."""
     buffer = _grad_buffer(param)
@@ -95,9 +102,7 @@ def reconstruction_gradients(model, source: Mapping[str, torch.Tensor] | Sequenc
         grad_h[latent] += torch.dot(residual, residual)
         grad_h[:latent] += flat_weight @ residual
         residual.mul_(scale)
-        buffer = _grad_buffer(bias)
-        buffer.copy_(residual.reshape(buffer.shape))
-        _publish(bias, buffer)
+        _write_values(bias, residual)
         if on_gradient is not None:  # one gradient at a time: the callback may update every parameter with one
             on_gradient(bias)
         _write_outer(weight, h, residual)
@@ -111,9 +116,7 @@ def reconstruction_gradients(model, source: Mapping[str, torch.Tensor] | Sequenc
         _write_outer(weight, grad_z, local_entries(g, weight, 1).reshape(-1).to(device=z.device, dtype=torch.float32))
         if on_gradient is not None:
             on_gradient(weight)
-    buffer = _grad_buffer(encoder.bias)
-    buffer.copy_(local_entries(grad_z, encoder.bias, 0).to(buffer.dtype))
-    _publish(encoder.bias, buffer)
+    _write_values(encoder.bias, local_entries(grad_z, encoder.bias, 0))
     if on_gradient is not None:
         on_gradient(encoder.bias)
     return loss / model.config.num_selected

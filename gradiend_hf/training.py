@@ -422,8 +422,8 @@ class GradiendTrainer:
         if not interrupted:
             self._restore(best_state)
         unshard(self.model)
-        whole = self.model.state_dict()  # its own tensors; a copy only when a later seed re-draws them in place
-        return clone_state(self.model) if self.args.num_seeds > 1 else whole
+        # its own tensors; a copy only when a later seed re-draws them in place
+        return clone_state(self.model) if self.args.num_seeds > 1 else self.model.state_dict()
 
     def _record_provenance(self, result: TrainingResult) -> None:
         import transformers
