@@ -31,7 +31,7 @@ from .patching import (
     resolve_changes,
 )
 from .peft_check import check_peft_folder, load_peft_export
-from .peft_export import ExportReport, export_lora, export_shira
+from .peft_export import ExportReport, export_lora
 from .representation_adapter import RepresentationAdapter
 from .representation_configuration import REPRESENTATION_ADAPTER_TYPE, RepresentationAdapterConfig
 from .self_debias_adapter import (
@@ -40,6 +40,7 @@ from .self_debias_adapter import (
     SelfDebiasConfig,
     self_debias_log_probs,
 )
+from .shira_export import export_shira
 
 __all__ = [
     "ADAPTER_CONFIG_NAME",

@@ -344,8 +344,8 @@ class DeltaAdapter:
                      base_model: nn.Module | None = None, tokenizer: Any = None,
                      sample_texts: Sequence[str] | None = None, scale: float = 1.0,
                      h: float | Sequence[float] | None = None, alpha: float | None = None, overwrite: bool = False):
-        """Write a stock PEFT SHiRA adapter (sparse, high rank; see `gradiend_hf.adapters.peft_export`)."""
-        from .peft_export import export_shira
+        """Write a stock PEFT SHiRA adapter (sparse, high rank; see `gradiend_hf.adapters.shira_export`)."""
+        from .shira_export import export_shira
 
         return export_shira(self, save_directory, r=r, pure=pure, base_model=base_model, tokenizer=tokenizer,
                             sample_texts=sample_texts, scale=scale, h=h, alpha=alpha, overwrite=overwrite)

@@ -12,8 +12,8 @@ transformers' `load_adapter` read as they are:
   fraction of the squared singular values; the relative error per parameter (and on sample logits) is reported.
 - **`pure=True`**: A/B factors only, no biases and no `modules_to_save`, as serving engines such as vLLM require;
   what is left out is reported.
-- **SHiRA**: the r·(m + n) largest-magnitude entries of each Linear ΔW with their indices: the same storage as a
-  rank-r LoRA, but high rank.
+- **SHiRA** (`shira_export`, built on this module's preparation and check): the r·(m + n) largest-magnitude
+  entries of each Linear ΔW with their indices: the same storage as a rank-r LoRA, but high rank.
 - **Tied embeddings** (Gemma ties its LM head to `model.embed_tokens`): an update of the shared tensor changes the
   input embedding *and* the head. LoRA exports use PEFT 0.21's weight tying (`ensure_weight_tying=True`, the head
   saved next to the embedding, as PEFT itself saves it); SHiRA exports save the head as a `modules_to_save` module
@@ -64,10 +64,6 @@ LINEAR_TYPES = frozenset({"Linear", "Conv1D", "NonDynamicallyQuantizableLinear"}
 """Module classes whose weight PEFT's LoRA / SHiRA can carry (GPT-2's Conv1D stores its weight transposed)."""
 REPORT_NAME = "export_report.json"
 VERIFIED_WITH = "peft.PeftModel.from_pretrained on the written folder"
-SHIRA_LOAD_ADAPTER_NOTE = (
-    "transformers' `load_adapter` does not load SHiRA's `shira_indices` (they are not a registered buffer), so it "
-    "scatters the values to the wrong entries: load this export with `peft.PeftModel.from_pretrained`."
-)
 
 
 @dataclass
@@ -454,67 +450,4 @@ def _in_features(base_model: nn.Module | None, module: str) -> int:
     return weight.shape[0] if type(layer).__name__ == "Conv1D" else weight.shape[1]
 
 
-# -- SHiRA -------------------------------------------------------------------------------------------------------------
-def export_shira(adapter: ExportableDelta, save_directory: str | os.PathLike, *, r: int = 32, pure: bool = False,
-                 base_model: nn.Module | None = None, tokenizer: Any = None,
-                 sample_texts: Sequence[str] | None = None, scale: float = 1.0,
-                 h: float | Sequence[float] | None = None, alpha: float | None = None,
-                 overwrite: bool = False) -> ExportReport:
-    """Write `adapter`'s update as a stock PEFT SHiRA adapter: per Linear weight (m × n) the r·(m + n) entries of
-    largest magnitude and their indices (as many numbers as a rank-r LoRA, but high rank).
-
-    Linear biases cannot be carried by SHiRA and are left out (reported); other parameters go to
-    `modules_to_save` unless `pure=True`, a tied embedding together with its LM head. Loads with
-    `peft.PeftModel.from_pretrained(base, folder)` (not with transformers' `load_adapter`, which drops SHiRA's
-    indices; the report notes it).
-
-    Raises:
-        AdapterExportError: `r` not positive, r·(m + n) larger than a matrix, a GPT-2 Conv1D layer (PEFT's SHiRA
-            supports `nn.Linear` only), or a tensor shared in a way PEFT cannot tie.
-    """
-    from peft import ShiraConfig
-
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise AdapterExportError(f"`r` must be a positive integer, got {r!r}.")
-    plan = _prepare(adapter, save_directory, base_model, overwrite, scale=scale, h=h, alpha=alpha)
-    deltas, grouped = plan.deltas, _group_by_module(plan.modules)
-    report = ExportReport(format="shira", path=str(plan.folder), notes=[SHIRA_LOAD_ADAPTER_NOTE])
-    _, tensors = _modules_to_save(grouped, deltas, base_model, pure, report, "pure=True: not a Linear weight",
-                                  plan.tied)
-    targets = []
-    for module, entry in grouped.items():
-        if entry["type"] not in LINEAR_TYPES or module in plan.tied:
-            continue
-        if entry["type"] == "Conv1D":
-            raise AdapterExportError(f"`{module}` is a GPT-2 Conv1D layer; PEFT's SHiRA supports nn.Linear only. "
-                                     f"Use export_lora instead.")
-        if "bias" in entry["params"]:
-            report.dropped[entry["params"]["bias"]] = "SHiRA stores no biases"
-        weight_name = entry["params"].get("weight")
-        if weight_name is None:
-            continue
-        delta = deltas[weight_name]
-        rows, cols = delta.shape
-        k = r * (rows + cols)
-        if k > rows * cols:
-            raise AdapterExportError(
-                f"r={r} keeps r·(m + n) = {k} entries of `{weight_name}` ({rows} × {cols} = {rows * cols}); choose "
-                f"r ≤ {rows * cols // (rows + cols)}."
-            )
-        flat = delta.reshape(-1)
-        kept = torch.topk(flat.abs(), k).indices.sort().values
-        tensors[f"{PEFT_PREFIX}{module}.shira_weight"] = flat[kept].contiguous()
-        tensors[f"{PEFT_PREFIX}{module}.shira_indices"] = torch.stack([kept // cols, kept % cols]).to(torch.int32)
-        report.ranks[module] = k
-        targets.append(module)
-    if not targets:
-        raise AdapterExportError("Nothing to export as SHiRA: the update changes no Linear weight.")
-    heads = sorted({head for module in report.tied for head in plan.tied[module]})
-    config = ShiraConfig(r=r, target_modules=sorted(targets),
-                         modules_to_save=[*report.modules_to_save, *heads] or None, inference_mode=True,
-                         base_model_name_or_path=_base_id(adapter), revision=adapter.config.base_model_revision)
-    report.modules_to_save = [*report.modules_to_save, *heads]
-    return _finish(plan, report, tensors, config, adapter, base_model, tokenizer, sample_texts)
-
-
-__all__ = ["DEFAULT_SAMPLE_TEXTS", "LINEAR_TYPES", "ExportReport", "export_lora", "export_shira"]
+__all__ = ["DEFAULT_SAMPLE_TEXTS", "LINEAR_TYPES", "ExportReport", "export_lora"]
