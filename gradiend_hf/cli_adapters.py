@@ -257,7 +257,8 @@ class Compare:
     pretrain_steps: int | None = arg("CDA / Dropout further pre-training steps (default 200; --quick 6)", None)
     max_pairs: int | None = arg("counterfactual pairs the projections are fitted on (default 1000; --quick 128)",
                                 None)
-    glue: str | None = arg("folder of GLUE-format dev sets (SST-2/, CoLA/, RTE/) for zero-shot accuracy", None)
+    glue: str | None = arg("folder of GLUE-format dev sets (SST-2/, CoLA/, RTE/) for zero-shot accuracy; given to a "
+                           "finished comparison, only GLUE is measured", None)
     glue_limit: int | None = arg("examples per GLUE task (default 200; --quick 16)", None)
     bootstrap: int | None = arg("bootstrap resamples of the intervals (default 1000; --quick 200)", None)
     seed: int = arg("seed of training, samples and bootstraps", 0)

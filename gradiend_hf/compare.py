@@ -6,7 +6,7 @@ weight change with a projection refitted on the changed model (GRADIEND + INLP, 
 CrowS-Pairs, SEAT, LM score, with bootstrap intervals; optionally zero-shot GLUE) and the table ranks them by mean
 proportional rank over SS and SEAT (`compare_report`). Every finished variant is recorded in `compare_state.json`
 and reused by a second run with the same settings, so an interrupted comparison continues where it stopped, and
-more methods can be added later. Inputs are checked before anything is written.
+more methods, or GLUE columns, can be added later. Inputs are checked before anything is written.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ LABELS = {"base": "base model", "gradiend": "GRADIEND", "cda": "CDA", "dropout":
 SELF_DEBIAS_NO_SEAT = ("not applicable: SelfDebias rescales the output distribution and leaves hidden states "
                        "unchanged, so SEAT's sentence embeddings cannot measure it (as in the paper)")
 _BIAS_TYPES = ("gender", "race", "religion")
+GLUE_SETTINGS = ("glue", "glue_limit")
+"""Settings that may change between runs of one comparison: GLUE is measured per variant, beside its benchmarks."""
+GLUE_NAME = "glue.json"
 
 
 def label(variant: str) -> str:
@@ -52,7 +55,7 @@ class CompareArguments:
     Args:
         model: embedded model name, Hub id or local folder.
         feature: gender, race[:a,b], religion[:a,b] or a .csv/.jsonl file of slot examples.
-        out: output folder (a second run with the same settings reuses finished variants).
+        out: output folder (a second run with the same settings reuses finished variants; GLUE settings may differ).
         methods: variants to compare (default all of `METHODS`); the base model is always included.
         gradiend_adapter: a trained GRADIEND delta adapter (folder or Hub id, e.g. a demo's `adapter/`); without
             it, a GRADIEND is trained, searched and exported here.
@@ -62,7 +65,8 @@ class CompareArguments:
         gradiend_steps: GRADIEND training steps when no adapter is given (default 100; quick 10).
         pretrain_steps: CDA / Dropout further pre-training steps (default 200; quick 6).
         max_pairs: counterfactual pairs the projections are fitted on (default 1000; quick 128).
-        glue: a folder of GLUE-format dev sets for zero-shot accuracy (read, never copied).
+        glue: a folder of GLUE-format dev sets for zero-shot accuracy (read, never copied); given to a finished
+            comparison, only the GLUE scores are computed, with each variant's saved adapters.
         glue_limit: examples per GLUE task (default 200; quick 16).
         bootstrap: resamples of every interval (default 1000; quick 200).
         seed: seed of training, samples and bootstraps.
@@ -142,6 +146,12 @@ def run_compare(args: CompareArguments) -> Path:
         bar.set_postfix_str(variant)
         if state["variants"].get(variant, {}).get("done"):
             tqdm.write(f"[compare] {variant}: done in an earlier run, reused")
+            if args.glue and not run.glue_is_current(variant):
+                started = time.time()
+                run.measure_glue(variant)
+                state["variants"][variant]["glue_seconds"] = round(time.time() - started, 1)
+                _save_state(Path(args.out), state)
+                tqdm.write(f"[compare] {variant}: GLUE added in {state['variants'][variant]['glue_seconds']:.0f} s")
             continue
         started = time.time()
         run.benchmark(variant)
@@ -158,11 +168,13 @@ def _open_state(out: Path, settings: dict[str, Any], *, overwrite: bool) -> dict
         shutil.rmtree(out)
     if path.is_file():
         state = json.loads(path.read_text(encoding="utf-8"))
-        if state.get("settings") != settings:
+        if _identity(state.get("settings") or {}) != _identity(settings):
             raise OutputExistsError(
-                f"`{out}` holds a comparison with other settings ({state.get('settings')}); reuse needs the same "
-                f"settings (methods may differ). Choose another --out, or add --overwrite to redo everything."
+                f"`{out}` holds a comparison with other settings ({_identity(state.get('settings') or {})}); reuse "
+                f"needs the same settings (methods and GLUE may differ). Choose another --out, or add --overwrite "
+                f"to redo everything."
             )
+        state["settings"] = settings
         return state
     if out.exists() and any(out.iterdir()):
         raise OutputExistsError(f"`{out}` is not empty and holds no comparison; choose another --out or add "
@@ -170,6 +182,11 @@ def _open_state(out: Path, settings: dict[str, Any], *, overwrite: bool) -> dict
     state = {"settings": settings, "variants": {}, "weights": {}}
     _save_state(out, state)
     return state
+
+
+def _identity(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that make two runs one comparison (all but GLUE's)."""
+    return {key: value for key, value in settings.items() if key not in GLUE_SETTINGS}
 
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:
@@ -309,19 +326,25 @@ class _Comparison:
         return adapter
 
     # -- benchmarks ---------------------------------------------------------------------------------------------
-    def benchmark(self, variant: str) -> None:
-        """Apply the variant's adapters, run the benchmarks (and GLUE), save `variants/<variant>/report.json`."""
-        from .benchmarks import default_lm_texts, run_benchmarks
-        from .benchmarks.glue import glue_zero_shot
-        from .benchmarks.suite import SUITES
-
+    @contextlib.contextmanager
+    def applied(self, variant: str):
+        """The base model with the variant's adapters on (weights first, then the post-processing fitted on them)."""
         weights, post = self._parts(variant)
-        folder = self.out / "variants" / variant
         with contextlib.ExitStack() as stack:
             if weights:
                 stack.enter_context(self.weights(weights).applied(self.base))
             if post:
                 stack.enter_context(self.post(post, variant, weights).applied(self.base))
+            yield
+
+    def benchmark(self, variant: str) -> None:
+        """Apply the variant's adapters, run the benchmarks (and GLUE), save `variants/<variant>/report.json`."""
+        from .benchmarks import default_lm_texts, run_benchmarks
+        from .benchmarks.suite import SUITES
+
+        post = self._parts(variant)[1]
+        folder = self.out / "variants" / variant
+        with self.applied(variant):
             suites = [s for s in SUITES if not (post == "self_debias" and s == "seat")]
             report = run_benchmarks(self.base, self.tokenizer, suites=suites,
                                     bias_types=[self.bias_type] if self.bias_type else None,
@@ -330,17 +353,39 @@ class _Comparison:
                                     lm_texts=default_lm_texts(self.settings["lm_texts"]))
             if post == "self_debias":
                 report.skipped["seat"] = SELF_DEBIAS_NO_SEAT
-            glue = None
-            if self.args.glue:
-                scores, skipped = glue_zero_shot(self.base, self.tokenizer, self.args.glue,
-                                                 limit=self.settings["glue_limit"],
-                                                 bootstrap=self.settings["bootstrap"], seed=self.args.seed,
-                                                 progress=self.args.progress)
-                glue = {"scores": {task: score.to_dict() for task, score in scores.items()}, "skipped": skipped}
+            glue = self._glue_scores() if self.args.glue else None
         report.settings["variant"] = variant
         report.save(folder / "report.json")
         if glue is not None:
-            (folder / "glue.json").write_text(json.dumps(glue, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            self._write_glue(variant, glue)
+
+    def glue_is_current(self, variant: str) -> bool:
+        """Whether the variant's saved GLUE scores were measured with this run's example limit."""
+        path = self.out / "variants" / variant / GLUE_NAME
+        if not path.is_file():
+            return False
+        return json.loads(path.read_text(encoding="utf-8")).get("limit") == self.settings["glue_limit"]
+
+    def measure_glue(self, variant: str) -> None:
+        """GLUE alone for a finished variant, with its saved adapters (nothing is trained or fitted again)."""
+        with self.applied(variant):
+            glue = self._glue_scores()
+        self._write_glue(variant, glue)
+
+    def _glue_scores(self) -> dict[str, Any]:
+        from .benchmarks.glue import glue_zero_shot
+
+        scores, skipped = glue_zero_shot(self.base, self.tokenizer, self.args.glue, limit=self.settings["glue_limit"],
+                                         bootstrap=self.settings["bootstrap"], seed=self.args.seed,
+                                         progress=self.args.progress)
+        return {"limit": self.settings["glue_limit"], "scores": {t: s.to_dict() for t, s in scores.items()},
+                "skipped": skipped}
+
+    def _write_glue(self, variant: str, glue: dict[str, Any]) -> None:
+        path = self.out / "variants" / variant / GLUE_NAME
+        tmp = path.with_name(GLUE_NAME + ".tmp")
+        tmp.write_text(json.dumps(glue, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
 
     # -- the table ------------------------------------------------------------------------------------------------
     def write_table(self, methods: list[str]) -> Path:
@@ -351,7 +396,7 @@ class _Comparison:
         rows = []
         for variant in ["base", *methods]:
             folder = self.out / "variants" / variant
-            glue_path = folder / "glue.json"
+            glue_path = folder / GLUE_NAME
             glue = json.loads(glue_path.read_text(encoding="utf-8")) if glue_path.is_file() else {}
             row = row_for(variant, label(variant), BenchmarkReport.load(folder / "report.json"),
                           bias_type=self.bias_type,
@@ -377,6 +422,10 @@ class _Comparison:
                    f"mean). Intervals are 95 % bootstrap intervals ({s['bootstrap']} resamples); benchmark limit "
                    f"{s['bench_limit']}, {s['lm_texts']} LM-score texts; {seconds / 60:.1f} min in all (training, "
                    f"fitting and benchmarking).")
+        added = sum(v.get("glue_seconds", 0) for v in self.state.get("variants", {}).values())
+        if any((self.out / "variants" / v / GLUE_NAME).is_file() for v in self.state.get("variants", {})):
+            ranking += (f" Zero-shot GLUE: ≤ {s['glue_limit']} dev examples per task" +
+                        (f", added to the finished variants later ({added / 60:.1f} min)." if added else "."))
         times = ", ".join(f"{label(name)} {v['seconds']:.0f} s" for name, v in self.state.get("variants", {}).items())
         weights = (f"- CDA / Dropout: {s['pretrain_steps']} steps of further pre-training of every transformer-block "
                    f"parameter (8 texts a step) on the feature's training texts and 1,000 neutral WikiText sentences; "

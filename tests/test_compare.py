@@ -82,6 +82,26 @@ def test_a_second_run_reuses_everything_and_other_settings_are_refused(run, caps
     assert main(changed) == 2 and "other settings" in capsys.readouterr().err
 
 
+def test_glue_with_another_limit_is_added_to_the_finished_variants_alone(run, capsys):
+    out, argv = run
+    before = json.loads((out / "compare_state.json").read_text())["variants"]
+    reports = {p: p.read_bytes() for p in (out / "variants").glob("*/report.json")}
+    more = list(argv)
+    more[more.index("--glue-limit") + 1] = "6"
+    assert main(more) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("GLUE added") == 15 and "other settings" not in printed
+    after = json.loads((out / "compare_state.json").read_text())
+    assert after["settings"]["glue_limit"] == 6
+    assert {v: s["seconds"] for v, s in after["variants"].items()} == {v: s["seconds"] for v, s in before.items()}
+    assert all(p.read_bytes() == data for p, data in reports.items()) and len(reports) == 15
+    for glue in (out / "variants").glob("*/glue.json"):
+        saved = json.loads(glue.read_text())
+        assert saved["limit"] == 6 and saved["scores"]["sst2"]["count"] == 6, glue
+    assert "added to the finished variants later" in (out / "comparison.md").read_text()
+    assert main(more) == 0 and "GLUE added" not in capsys.readouterr().out  # current now: nothing is redone
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, capsys):
     few = tiny_gender_feature()
     few.train = [e for e in few.train if e.label == "female"][:3] + [e for e in few.train if e.label == "male"][:3]
