@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .atomic_io import atomic_write_json
 from .errors import FeatureDataError, OutputExistsError, SearchError, TargetTokenizationError
 from .zoo import DEFAULT_MODEL
 
@@ -190,10 +191,7 @@ def _identity(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (STATE_NAME + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(out / STATE_NAME)
+    atomic_write_json(out / STATE_NAME, state, sort_keys=True)
 
 
 @dataclass
@@ -382,10 +380,7 @@ class _Comparison:
                 "skipped": skipped}
 
     def _write_glue(self, variant: str, glue: dict[str, Any]) -> None:
-        path = self.out / "variants" / variant / GLUE_NAME
-        tmp = path.with_name(GLUE_NAME + ".tmp")
-        tmp.write_text(json.dumps(glue, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_json(self.out / "variants" / variant / GLUE_NAME, glue, sort_keys=True)
 
     # -- the table ------------------------------------------------------------------------------------------------
     def write_table(self, methods: list[str]) -> Path:
@@ -393,11 +388,13 @@ class _Comparison:
         from .benchmarks import BenchmarkReport, Score
         from .compare_report import comparison_markdown, plot_comparison, rank_rows, row_for
 
-        rows = []
+        rows, glue_limits = [], set()
         for variant in ["base", *methods]:
             folder = self.out / "variants" / variant
             glue_path = folder / GLUE_NAME
             glue = json.loads(glue_path.read_text(encoding="utf-8")) if glue_path.is_file() else {}
+            if glue:
+                glue_limits.add(glue.get("limit"))
             row = row_for(variant, label(variant), BenchmarkReport.load(folder / "report.json"),
                           bias_type=self.bias_type,
                           glue={t: Score.from_dict(s) for t, s in glue.get("scores", {}).items()})
@@ -409,10 +406,11 @@ class _Comparison:
         (self.out / "comparison.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         plot_comparison(rows, self.out / "comparison.png", title=f"{self.args.model}: {self.feature.name}")
         path = self.out / TABLE_NAME
-        path.write_text(self._header() + table + "\n![comparison](comparison.png)\n", encoding="utf-8")
+        path.write_text(self._header(glue_limits) + table + "\n![comparison](comparison.png)\n", encoding="utf-8")
         return path
 
-    def _header(self) -> str:
+    def _header(self, glue_limits: set[int | None]) -> str:
+        """The table's preamble; GLUE's example limit is the one its saved scores record, not this run's setting."""
         s = self.settings
         seconds = sum(v.get("seconds", 0) for v in self.state.get("variants", {}).values())
         source = (f"the given adapter `{s['gradiend_adapter']}`" if s["gradiend_adapter"] else
@@ -423,8 +421,9 @@ class _Comparison:
                    f"{s['bench_limit']}, {s['lm_texts']} LM-score texts; {seconds / 60:.1f} min in all (training, "
                    f"fitting and benchmarking).")
         added = sum(v.get("glue_seconds", 0) for v in self.state.get("variants", {}).values())
-        if any((self.out / "variants" / v / GLUE_NAME).is_file() for v in self.state.get("variants", {})):
-            ranking += (f" Zero-shot GLUE: ≤ {s['glue_limit']} dev examples per task" +
+        if glue_limits:
+            known = sorted(limit for limit in glue_limits if limit is not None)
+            ranking += (" Zero-shot GLUE" + (f": ≤ {known[-1]} dev examples per task" if known else "") +
                         (f", added to the finished variants later ({added / 60:.1f} min)." if added else "."))
         times = ", ".join(f"{label(name)} {v['seconds']:.0f} s" for name, v in self.state.get("variants", {}).items())
         weights = (f"- CDA / Dropout: {s['pretrain_steps']} steps of further pre-training of every transformer-block "

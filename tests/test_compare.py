@@ -100,6 +100,9 @@ def test_glue_with_another_limit_is_added_to_the_finished_variants_alone(run, ca
         assert saved["limit"] == 6 and saved["scores"]["sst2"]["count"] == 6, glue
     assert "added to the finished variants later" in (out / "comparison.md").read_text()
     assert main(more) == 0 and "GLUE added" not in capsys.readouterr().out  # current now: nothing is redone
+    without = [a for i, a in enumerate(argv) if not {a, argv[i - 1]} & {"--glue", "--glue-limit"}]
+    assert main(without) == 0  # a run without GLUE keeps the saved scores and reports the limit they were made with
+    assert "≤ 6 dev examples per task" in (out / "comparison.md").read_text()
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, capsys):
